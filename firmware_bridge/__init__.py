@@ -1,0 +1,1 @@
+"""The wire contract between wearable firmware and the gateway (numpy + pyserial only)."""

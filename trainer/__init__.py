@@ -1,0 +1,1 @@
+"""The trainer: data sets, the Anonymising AutoEncoder and its regularisers, training, evaluation."""
