@@ -1,0 +1,28 @@
+"""What every decoder hands the gateway: a block of consecutive samples from one device.
+
+Frame decoder, line-CSV decoder and MQTT JSON decoder all produce :class:`SampleBlock`s in
+physical units, so the runtime never sees raw counts, byte orders or chip presets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBlock:
+    device_id: str  # the device's own id, as sent (the runtime pseudonymises it)
+    seq: int | None  # frame sequence number, unwrapped to a monotonic int; None when the source has none
+    epoch: int  # increments when the device announces a reboot (new HELLO with a reset counter)
+    t0: float  # device timestamp of the first sample, seconds; NaN when the source has none
+    rate_hz: float  # sample rate the device declared
+    samples: np.ndarray  # float32 [n, 6]: acc x, y, z in g; gyro x, y, z in rad/s
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 2 or self.samples.shape[1] != 6:
+            raise ValueError(f"samples must be [n, 6], got {self.samples.shape}")
+
+    def __len__(self) -> int:
+        return int(self.samples.shape[0])
