@@ -39,6 +39,7 @@ class ModelCard:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     arch: str
+    flops_per_window: int  # multiply-adds x 2 of one [1, 6, W] inference, counted at export
     precision: str = "fp32"
     opset: int
     dataset: str
@@ -100,6 +101,8 @@ class ModelCard:
                 isinstance(v, (int, float)) and v <= 0 for v in self.std
             ):
                 out.append(f"std must be positive, got {list(self.std)}")
+        if not (isinstance(self.flops_per_window, int) and self.flops_per_window > 0):
+            out.append(f"flops_per_window must be a positive integer, got {self.flops_per_window!r}")
         if self.precision not in PRECISIONS:
             out.append(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if not (isinstance(self.weights_sha256, str) and len(self.weights_sha256) == 64

@@ -17,7 +17,7 @@ def _card(**over) -> ModelCard:
     base = dict(
         window=128, hop=10, sample_rate_hz=50.0, channel_mode="mag",
         output_channels=("acc_mag", "gyro_mag"), output_units=("g", "rad/s"),
-        mean=(1.0, 0.5), std=(0.3, 0.4), arch="paper", opset=17, dataset="hapt",
+        mean=(1.0, 0.5), std=(0.3, 0.4), arch="paper", flops_per_window=54_000_000, opset=17, dataset="hapt",
         split="subject:test=[2,4,9,10,12,13]", metrics={"activity_f1": 97.0},
         created="2026-11-23T00:00:00Z", code_version="0.1.0", weights_sha256="a" * 64,
     )
