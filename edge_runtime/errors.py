@@ -28,3 +28,19 @@ class IntegrityError(EdgeRuntimeError):
 
 class LayoutError(EdgeRuntimeError):
     """Samples whose channels, units or rate do not match what the model expects."""
+
+
+class ModelFileError(EdgeRuntimeError):
+    """A model file that cannot be loaded at all (missing, not ONNX, truncated, wrong I/O)."""
+
+
+class ConfigError(EdgeRuntimeError):
+    """A gateway configuration (TOML file, flags, source or sink URL) that cannot be used."""
+
+
+class SourceError(EdgeRuntimeError):
+    """A sample source that cannot be opened (bad URL, missing file, unknown scheme)."""
+
+
+class SinkError(EdgeRuntimeError):
+    """An output that cannot be opened, or something other than an anonymised window sent to it."""

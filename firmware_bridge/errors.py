@@ -11,3 +11,11 @@ class BridgeError(ImuAnonError):
 
 class RecordingError(BridgeError):
     """A recording file that cannot be read as IMU samples."""
+
+
+class ProtocolError(BridgeError):
+    """A message that protocol version 1 cannot carry (a field out of range, too many samples)."""
+
+
+class DeviceError(BridgeError):
+    """The simulated device cannot reach its port or broker, or was set up inconsistently."""

@@ -1,0 +1,166 @@
+"""The decode stage: bytes from a source -> SampleBlocks in physical units, problems -> counters.
+
+Each origin (a serial port, an MQTT topic) has its own decoder, because a decoder keeps state
+(a partial frame, the device's HELLO, the line being read) that must never mix two wearers.
+Binary frames go to ``firmware_bridge.decoder.FrameDecoder``, CSV lines to
+``firmware_bridge.linecsv.LineCsvDecoder``, and MQTT messages that start with ``{`` are JSON
+samples (schema below). Nothing here raises on bad input: it is counted and logged.
+
+JSON samples, one object per MQTT message::
+
+    {"seq": 17, "t0": 12.5, "rate_hz": 50, "samples": [[ax, ay, az, gx, gy, gz], ...],
+     "boot": 0, "channels": ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"],
+     "units": ["g", "g", "g", "rad/s", "rad/s", "rad/s"]}
+
+``samples`` and ``rate_hz`` are required; ``seq`` (+1 per message) and ``t0`` (seconds, the
+first sample's device time) enable gap detection; ``boot`` changes when the device restarts;
+``channels`` must be in that order when present; ``units`` may say ``m/s^2`` for the
+accelerometer and ``deg/s`` for the gyroscope, which are converted. Up to 1000 samples a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_runtime.layout import ACC_UNITS, RAW_CHANNELS
+from edge_runtime.metrics import Metrics
+from firmware_bridge.blocks import SampleBlock
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("frames", "csv", "json", "mqtt")  # "mqtt": JSON when the payload starts with "{", frames otherwise
+GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0}
+MAX_JSON_SAMPLES = 1000
+MAX_ORIGINS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """Bytes as a source got them, before anyone interprets them."""
+
+    origin: str  # decoder key: "serial:/dev/ttyUSB0", "mqtt:imu/abc/raw", ...
+    data: bytes = field(repr=False)
+    fmt: str  # one of FORMATS
+    device: str | None = field(default=None, repr=False)  # id the transport vouches for (topic, config)
+    rate_hz: float | None = None  # for CSV lines, which do not carry a rate
+    at: float = field(default_factory=time.monotonic)
+
+
+class _JsonDecoder:
+    def __init__(self, device: str, note: Callable[[str, str], None]) -> None:
+        self.device, self.note = device, note
+        self.counters = {"json_ok": 0, "json_rejected": 0, "samples_refused_layout": 0}
+
+    def feed(self, data: bytes) -> list[SampleBlock]:
+        try:
+            msg = json.loads(data.decode("utf-8"))
+            block = self._block(msg)
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+            self.counters["json_rejected"] += 1
+            self.note("json", f"JSON samples message rejected: {str(exc)[:120]}")
+            return []
+        if block is None:
+            return []
+        self.counters["json_ok"] += 1
+        return [block]
+
+    def _block(self, msg: Any) -> SampleBlock | None:
+        if not isinstance(msg, dict):
+            raise ValueError("the message must be a JSON object")
+        samples = np.asarray(msg["samples"], dtype=np.float64)
+        if samples.ndim != 2 or samples.shape[0] == 0 or samples.shape[0] > MAX_JSON_SAMPLES:
+            raise ValueError(f"samples must be 1..{MAX_JSON_SAMPLES} rows, got shape {samples.shape}")
+        channels = tuple(msg.get("channels", RAW_CHANNELS))
+        units = tuple(msg.get("units", ("g",) * 3 + ("rad/s",) * 3))
+        if (channels != RAW_CHANNELS or samples.shape[1] != 6 or len(units) != 6 or len(set(units[:3])) != 1
+                or units[0] not in ACC_UNITS or len(set(units[3:])) != 1 or units[3] not in GYRO_UNITS):
+            self.counters["samples_refused_layout"] += samples.shape[0]
+            self.note("layout", f"refusing samples with channels {list(channels)} in {list(units)}: the model "
+                                f"takes {list(RAW_CHANNELS)} with acc in g or m/s^2 and gyro in rad/s or deg/s")
+            return None
+        if not np.isfinite(samples).all():
+            raise ValueError("samples hold NaN or infinite values")
+        scale = np.array([ACC_UNITS[units[0]]] * 3 + [GYRO_UNITS[units[3]]] * 3)
+        rate = float(msg["rate_hz"])
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate_hz must be a positive number, got {rate}")
+        seq = msg.get("seq")
+        t0 = msg.get("t0")
+        return SampleBlock(device_id=self.device, seq=None if seq is None else int(seq), epoch=int(msg.get("boot", 0)),
+                           t0=math.nan if t0 is None else float(t0), rate_hz=rate,
+                           samples=(samples * scale).astype(np.float32))
+
+
+class Decoders:
+    """One decoder per origin; blocks from a transport-vouched device must carry that id."""
+
+    def __init__(self, metrics: Metrics, pseudonym: Callable[[str], str]) -> None:
+        self.metrics, self.pseudonym = metrics, pseudonym
+        self._decoders: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._retired: dict[str, int] = {}  # counters of evicted decoders, so totals never go down
+        self._noted: set[tuple[str, str]] = set()
+        metrics.add_collector(self.counters)
+
+    def counters(self) -> dict[str, int]:
+        out = dict(self._retired)
+        for dec in list(self._decoders.values()):
+            for name, value in dict(getattr(dec, "counters", {})).items():
+                if isinstance(value, int):
+                    out[name] = out.get(name, 0) + value
+        return out
+
+    def _note(self, origin: str, device: str | None) -> Callable[[str, str], None]:
+        who = self.pseudonym(device) if device else origin.split(":")[0]
+
+        def note(kind: str, message: str) -> None:
+            if (origin, kind) not in self._noted:  # once per origin and kind; the counters keep counting
+                self._noted.add((origin, kind))
+                log.warning("%s: %s", who, message)
+        return note
+
+    def _decoder(self, item: Received, fmt: str) -> Any:
+        key = (item.origin, fmt)
+        dec = self._decoders.get(key)
+        if dec is not None:
+            self._decoders.move_to_end(key)
+            return dec
+        if len(self._decoders) >= MAX_ORIGINS:
+            _, old = self._decoders.popitem(last=False)
+            for name, value in dict(getattr(old, "counters", {})).items():
+                if isinstance(value, int):
+                    self._retired[name] = self._retired.get(name, 0) + value
+        if fmt == "frames":
+            from firmware_bridge.decoder import FrameDecoder
+            dec = FrameDecoder()
+        elif fmt == "csv":
+            from firmware_bridge.linecsv import LineCsvDecoder
+            dec = LineCsvDecoder(item.device or item.origin, item.rate_hz)
+        else:
+            dec = _JsonDecoder(item.device or item.origin, self._note(item.origin, item.device))
+        self._decoders[key] = dec
+        return dec
+
+    def decode(self, item: Received | SampleBlock) -> list[SampleBlock]:
+        if isinstance(item, SampleBlock):  # recordings are read as blocks already
+            return [item]
+        fmt = item.fmt
+        if fmt == "mqtt":
+            fmt = "json" if item.data[:1] == b"{" else "frames"
+        blocks = self._decoder(item, fmt).feed(item.data)
+        if item.device is None or fmt != "frames":
+            return blocks
+        # The transport (the broker's ACL on the topic) vouches for who sent it; a frame that
+        # claims another id is dropped rather than let one wearer write into another's stream.
+        good = [b for b in blocks if b.device_id == item.device]
+        if len(good) != len(blocks):
+            self.metrics.inc("blocks_device_mismatch", len(blocks) - len(good))
+            self._note(item.origin, item.device)("mismatch", "frames on this topic carry another device id; dropped")
+        return good

@@ -1,0 +1,139 @@
+"""Publishing anonymised windows to an MQTT broker: one message per window, never per sample.
+
+Topics come from a template (``{stream}`` is the pseudonym, ``{gateway}`` and ``{model}`` are
+also known), e.g. ``imu/anon/{stream}``. A retained status topic says ``online`` with what a
+consumer needs to read the windows; the broker publishes the last will ``offline`` (retained)
+if the gateway vanishes, and a clean shutdown publishes ``offline`` itself.
+
+While the broker is unreachable, windows wait in a bounded backlog that drops the oldest
+(counted as ``publish_dropped``) and drains in order once the connection is back. paho's own
+queue is capped small (``PAHO_QUEUE``) so the backlog is the one place messages wait: at most
+``buffer_max + PAHO_QUEUE`` windows are held during an outage. QoS 1 is at-least-once: a
+window in flight when the connection broke may arrive twice (same stream, segment and index).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+
+from edge_runtime import mqtt_link, payload
+from edge_runtime.errors import ConfigError
+from edge_runtime.metrics import Metrics
+from edge_runtime.mqtt_link import MqttSettings
+from edge_runtime.signals import AnonymisedWindow
+from edge_runtime.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+PAHO_QUEUE = 20
+
+
+class MqttSink(Sink):
+    def __init__(self, settings: MqttSettings, topic: str, *, qos: int, fmt: str, buffer_max: int, status_topic: str,
+                 status: Callable[[str, str], bytes], gateway: str, metrics: Metrics) -> None:
+        if qos not in (0, 1, 2):
+            raise ConfigError(f"publish qos must be 0, 1 or 2, got {qos}")
+        if "#" in topic or "+" in topic:
+            raise ConfigError(f"output topic {topic!r} must not hold wildcards; use {{stream}} for the stream id")
+        if "{stream}" not in topic:
+            raise ConfigError(f"output topic {topic!r} must contain {{stream}}, so each wearer has its own topic")
+        if buffer_max < 1:
+            raise ConfigError(f"publish buffer_max must be at least 1, got {buffer_max}")
+        self.name = f"{settings.address}/{topic}"
+        self.settings, self.topic, self.qos, self.fmt = settings, topic, qos, fmt
+        self.status_topic = status_topic.format(gateway=gateway)
+        self._status, self._gateway, self.metrics = status, gateway, metrics
+        self._backlog: deque[tuple[str, bytes]] = deque()
+        self._buffer_max = buffer_max
+        self._pending: deque[mqtt.MQTTMessageInfo] = deque()  # published, not yet acknowledged
+        self._lock = threading.Lock()
+        self._client: mqtt.Client | None = None
+
+    def __enter__(self) -> "MqttSink":
+        client = mqtt_link.make_client(self.settings, "mqtt-out", on_connect=self._on_connect)
+        client.max_inflight_messages_set(PAHO_QUEUE)
+        client.max_queued_messages_set(PAHO_QUEUE)
+        client.will_set(self.status_topic, self._status("offline", self.fmt), qos=1, retain=True)
+        self._client = client
+        mqtt_link.start(client, self.settings)
+        return self
+
+    def _on_connect(self, client: mqtt.Client) -> None:
+        client.publish(self.status_topic, self._status("online", self.fmt), qos=1, retain=True)
+        # Draining happens in the pipeline's thread (poll), keeping publish order in one place.
+
+    def write(self, window: AnonymisedWindow) -> None:
+        self.check(window)
+        topic = self.topic.format(stream=window.stream, gateway=self._gateway, model=window.model)
+        with self._lock:
+            if len(self._backlog) >= self._buffer_max:
+                self._backlog.popleft()
+                self.metrics.inc("publish_dropped")
+            self._backlog.append((topic, payload.encode(window, self.fmt)))
+            self._drain()
+
+    def _drain(self) -> None:
+        client = self._client
+        while self._backlog and client is not None and client.is_connected():
+            topic, data = self._backlog[0]
+            info = client.publish(topic, data, qos=self.qos)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                break  # paho holds PAHO_QUEUE unacknowledged messages; wait for acks
+            self._backlog.popleft()
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or (self.qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN):
+                # NO_CONN at QoS >= 1: the link dropped between the check and the call; paho
+                # keeps the message and sends it on reconnect.
+                self.metrics.inc("windows_published")
+                if self.qos > 0:
+                    self._pending.append(info)
+            else:
+                self.metrics.inc("publish_dropped")
+                log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+        while self._pending and self._pending[0].is_published():
+            self._pending.popleft()
+
+    def poll(self) -> None:
+        with self._lock:
+            self._drain()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until the backlog is sent and acknowledged."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                self._drain()
+                done = not self._backlog and not self._pending
+            if done:
+                return
+            time.sleep(0.02)
+        with self._lock:
+            left = len(self._backlog) + len(self._pending)
+        if left:
+            log.warning("mqtt-out: %d window(s) not acknowledged by %s within %.0f s of shutdown",
+                        left, self.settings.address, timeout)
+            self.metrics.inc("publish_unflushed", left)
+
+    def __exit__(self, *exc: Any) -> None:
+        client = self._client
+        if client is None:
+            return
+        self.flush()
+        if client.is_connected():
+            info = client.publish(self.status_topic, self._status("offline", self.fmt), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError):
+                pass  # not connected any more: the broker's last will says offline instead
+        client.disconnect()
+        client.loop_stop()
+        self._client = None

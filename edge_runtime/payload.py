@@ -1,0 +1,93 @@
+"""What a published message holds: one anonymised window as JSON (default) or compact binary.
+
+JSON (UTF-8, one object per message / per line)::
+
+    {"v": 1, "stream": "s-3f2a9c01d4e5b6a7", "segment": 0, "index": 41, "t0": 82.0,
+     "rate_hz": 50.0, "channels": ["acc_mag", "gyro_mag"], "units": ["g", "rad/s"],
+     "model": "9c1d2e3f4a5b", "values": [[...W numbers...], [...W numbers...]]}
+
+``values`` is channel-major (C lists of n numbers), rounded to 6 decimals; ``t0`` is the time
+of ``values[c][0]`` in seconds (the device's clock when it sends one), ``rate_hz`` the spacing.
+
+Binary (little-endian), for links where 2-3 kB of JSON per window is too much::
+
+    offset size  field
+    0      4     magic b"IAW1"
+    4      1     C, channel count
+    5      1     length of the stream id, L
+    6      2     n, samples per channel
+    8      4     segment (uint32)
+    12     4     index (uint32)
+    16     8     t0 (float64)
+    24     4     rate_hz (float32)
+    28     12    model (ASCII hex)
+    40     L     stream id (ASCII)
+    40+L   4*C*n values, float32, channel-major
+
+Channel names and units are not repeated in binary messages: they are in the retained status
+message (:func:`status`), which every consumer reads once.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.signals import AnonymisedWindow
+
+VERSION = 1
+FORMATS = ("json", "binary")
+MAGIC = b"IAW1"
+_HEAD = struct.Struct("<4sBBHIIdf12s")
+
+
+def encode(window: AnonymisedWindow, fmt: str = "json") -> bytes:
+    if not isinstance(window, AnonymisedWindow):
+        raise TypeError(f"only an AnonymisedWindow can be encoded, not {type(window).__name__}")
+    if fmt == "json":
+        return json.dumps(as_dict(window), separators=(",", ":")).encode("utf-8")
+    if fmt == "binary":
+        stream = window.stream.encode("ascii")
+        head = _HEAD.pack(MAGIC, len(window.channels), len(stream), window.samples, window.segment & 0xFFFFFFFF,
+                          window.index & 0xFFFFFFFF, window.t0, window.rate_hz, window.model.encode("ascii")[:12].ljust(12))
+        return head + stream + np.ascontiguousarray(window.values, dtype="<f4").tobytes()
+    raise ValueError(f"unknown payload format {fmt!r}; known: {', '.join(FORMATS)}")
+
+
+def as_dict(window: AnonymisedWindow) -> dict[str, Any]:
+    return {
+        "v": VERSION, "stream": window.stream, "segment": window.segment, "index": window.index,
+        "t0": round(float(window.t0), 6), "rate_hz": float(window.rate_hz),
+        "channels": list(window.channels), "units": list(window.units), "model": window.model,
+        "values": np.round(window.values.astype(np.float64), 6).tolist(),
+    }
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Read a message back (for consumers and tests): the JSON object, or the binary fields
+    as the same keys (``channels``/``units`` are None in binary)."""
+    if data[:4] == MAGIC:
+        if len(data) < _HEAD.size:
+            raise ValueError(f"binary window of {len(data)} bytes is shorter than its {_HEAD.size}-byte header")
+        _, c, slen, n, segment, index, t0, rate, model = _HEAD.unpack_from(data)
+        stream = data[_HEAD.size:_HEAD.size + slen].decode("ascii")
+        body = data[_HEAD.size + slen:]
+        if len(body) != 4 * c * n:
+            raise ValueError(f"binary window holds {len(body)} value bytes, its header says {4 * c * n}")
+        values = np.frombuffer(body, dtype="<f4").reshape(c, n)
+        return {"v": VERSION, "stream": stream, "segment": segment, "index": index, "t0": t0, "rate_hz": rate,
+                "channels": None, "units": None, "model": model.decode("ascii").strip(), "values": values.tolist()}
+    return json.loads(data.decode("utf-8"))
+
+
+def status(state: str, *, gateway: str, model: str, card: Any, fmt: str, stitch: str, topic: str) -> bytes:
+    """The retained status message: online/offline plus what a consumer needs to read the windows."""
+    return json.dumps({
+        "state": state, "gateway": gateway, "model": model, "arch": card.arch, "precision": card.precision,
+        "window": card.window, "hop": card.hop, "rate_hz": card.sample_rate_hz,
+        "channels": list(card.output_channels), "units": list(card.output_units),
+        "format": fmt, "stitch": stitch, "topic": topic,
+    }, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,59 @@
+"""The two kinds of window in the runtime, kept apart by type so raw samples cannot reach a sink.
+
+A :class:`RawWindow` holds a wearer's samples and never leaves the process: only the
+anonymiser takes it. An :class:`AnonymisedWindow` is the only thing a sink accepts, and only
+the anonymiser makes one: its constructor wants a token that lives in this module and is
+handed to ``edge_runtime.anonymiser`` alone, so a raw array cannot be wrapped by mistake
+elsewhere (``dataclasses.replace`` of an existing anonymised window, as the stitcher does,
+keeps the token). Neither type prints its samples or the real device id in its ``repr``,
+so logging a window leaks nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_ANONYMISER_TOKEN = object()  # imported by edge_runtime.anonymiser only; see the module docstring
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawWindow:
+    device_id: str = field(repr=False)  # the real id: used to key state, never published or logged
+    stream: str  # the pseudonym the outputs of this window will carry
+    segment: int  # increments at every gap, reboot or reset of the device's stream
+    index: int  # window number inside the segment
+    t0: float  # time of the first sample, seconds (device clock when it has one)
+    rate_hz: float
+    samples: np.ndarray = field(repr=False)  # float32 [6, W], acc in g, gyro in rad/s
+    ready_at: float = field(repr=False)  # time.monotonic() when the last sample arrived
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 2 or self.samples.shape[0] != 6:
+            raise ValueError(f"raw window samples must be [6, W], got {self.samples.shape}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnonymisedWindow:
+    stream: str  # pseudonymous stream id
+    segment: int
+    index: int
+    t0: float  # time of values[:, 0]
+    rate_hz: float
+    channels: tuple[str, ...]
+    units: tuple[str, ...]
+    values: np.ndarray = field(repr=False)  # float32 [C, n]: model output, or a stitched stretch of it
+    model: str  # first 12 hex digits of the model file's sha256, so a consumer knows which anonymiser
+    ready_at: float = field(repr=False)
+    token: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.token is not _ANONYMISER_TOKEN:
+            raise TypeError("an AnonymisedWindow is made only by edge_runtime.anonymiser from a RawWindow")
+        if self.values.ndim != 2 or self.values.shape[0] != len(self.channels):
+            raise ValueError(f"values must be [{len(self.channels)}, n], got {self.values.shape}")
+
+    @property
+    def samples(self) -> int:
+        return int(self.values.shape[1])

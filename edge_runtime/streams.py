@@ -1,0 +1,262 @@
+"""Per-device streams: a ring buffer per wearer, gap detection, rate checks, window cutting.
+
+Each device id has its own :class:`DeviceStream`, so one device's samples never enter
+another's window. A stream is reset (a new *segment*, the partial window discarded and
+counted) when the device skips frame sequence numbers, announces a reboot, jumps in time, or
+falls silent; a window never spans a reset, as in training. A device whose declared sample
+rate differs from the model's is refused with one log line (its samples are counted, not used).
+Windows are cut with ``edge_runtime.windowing.sliding_windows``, the training arithmetic, as a
+strided view of the ring, then copied once so the ring can be compacted while windows wait
+for a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError
+from edge_runtime.metrics import Metrics
+from edge_runtime.signals import RawWindow
+from edge_runtime.windowing import sliding_windows
+from firmware_bridge.blocks import SampleBlock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSettings:
+    gap_tolerance_samples: float = 2.0  # a timestamp this many sample periods off the expected one is a gap
+    silence_s: float = 2.0  # a device silent this long (gateway clock) starts a new segment
+    rate_tolerance: float = 0.02  # relative: a declared rate further from the model's is refused
+    drift_warn: float = 0.01  # relative: a measured rate further from the model's is logged
+    drift_min_s: float = 20.0  # measure the rate over at least this much signal before judging it
+    max_devices: int = 64
+    idle_forget_s: float = 600.0  # forget a device's state after this long without samples
+    shard: str = ""  # "k/n": keep only devices with crc32(id) % n == k (several runtimes on one broker)
+
+    def __post_init__(self) -> None:
+        for name in ("gap_tolerance_samples", "silence_s", "rate_tolerance", "drift_warn", "drift_min_s", "idle_forget_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"streams.{name} must be a positive number, got {value!r}")
+        if not (isinstance(self.max_devices, int) and self.max_devices > 0):
+            raise ConfigError(f"streams.max_devices must be a positive integer, got {self.max_devices!r}")
+        if self.shard:
+            self.shard_of()
+
+    def shard_of(self) -> tuple[int, int] | None:
+        if not self.shard:
+            return None
+        try:
+            k, n = (int(x) for x in self.shard.split("/"))
+        except ValueError:
+            raise ConfigError(f"streams.shard must be 'k/n' (e.g. '0/3'), got {self.shard!r}") from None
+        if not (n > 0 and 0 <= k < n):
+            raise ConfigError(f"streams.shard {self.shard!r}: need 0 <= k < n")
+        return k, n
+
+
+def in_shard(device_id: str, shard: tuple[int, int] | None) -> bool:
+    """Stable across runtimes and restarts (crc32, not Python's salted hash)."""
+    return shard is None or zlib.crc32(device_id.encode("utf-8")) % shard[1] == shard[0]
+
+
+class DeviceStream:
+    """One device's samples: bounded ring, segment bookkeeping and the measured rate."""
+
+    def __init__(self, device_id: str, window: int, hop: int, rate_hz: float, settings: StreamSettings,
+                 metrics: Metrics, clock: Callable[[], float]) -> None:
+        self.device_id, self.window, self.hop, self.rate_hz = device_id, window, hop, rate_hz
+        self.settings, self.metrics, self._clock = settings, metrics, clock
+        self._ring = np.zeros((2 * window, 6), dtype=np.float32)  # hop <= window, so one window + one hop fit
+        self.segment = -1
+        self._reset_state()
+        self.last_seen = clock()
+        self.last_seq: int | None = None
+        self.epoch: int | None = None
+        self.refused_rate: float | None = None
+        self._drift_logged = False
+
+    def _reset_state(self) -> None:
+        self.segment += 1
+        self._fill = 0  # samples in the ring
+        self._start = 0  # ring index where the next window starts
+        self._covered = 0  # ring index up to which samples are inside an emitted window
+        self._t_ring = math.nan  # time of ring[0]
+        self._index = 0
+        self._anchor: tuple[float, int] | None = None  # (time, samples so far) for the measured rate
+        self._samples_since_anchor = 0
+
+    def reset(self, reason: str) -> None:
+        """Start a new segment; samples not yet inside any window are counted as lost."""
+        lost = self._fill - self._covered
+        if lost > 0:
+            self.metrics.inc("samples_unwindowed", lost)
+        self.metrics.inc("gaps")
+        self.metrics.inc(f"gaps_{reason}")
+        self._reset_state()
+
+    def _expected_t(self) -> float:
+        return self._t_ring + self._fill / self.rate_hz
+
+    def _check_continuity(self, block: SampleBlock, now: float) -> bool:
+        """False when the block must be dropped (a duplicate or out-of-order frame)."""
+        if self.epoch is not None and block.epoch != self.epoch:
+            self.metrics.inc("reboots")
+            self.last_seq = None
+            if self._fill:
+                self.reset("reboot")
+        self.epoch = block.epoch
+        if block.seq is not None and self.last_seq is not None:
+            if block.seq <= self.last_seq:
+                self.metrics.inc("blocks_out_of_order")
+                return False
+            if block.seq > self.last_seq + 1:
+                self.metrics.inc("frames_missed", block.seq - self.last_seq - 1)
+                if self._fill:
+                    self.reset("seq")
+        if block.seq is not None:
+            self.last_seq = block.seq
+        if self._fill and now - self.last_seen > self.settings.silence_s:
+            self.reset("silence")
+        if self._fill and math.isfinite(block.t0) and math.isfinite(self._t_ring):
+            if abs(block.t0 - self._expected_t()) > self.settings.gap_tolerance_samples / self.rate_hz:
+                self.reset("time")
+        return True
+
+    def _rate_ok(self, block: SampleBlock, stream: str) -> bool:
+        declared = float(block.rate_hz)
+        if math.isfinite(declared) and abs(declared / self.rate_hz - 1.0) <= self.settings.rate_tolerance:
+            if self.refused_rate is not None:
+                log.info("stream %s: now declares %g Hz, which the model takes; accepting its samples again", stream, declared)
+                self.refused_rate = None
+                self.last_seq = None  # the refused frames are not a gap to report
+            return True
+        if self.refused_rate != declared:
+            log.warning("stream %s: declares %g Hz but the model needs %g Hz; refusing its samples "
+                        "(configure the wearable for %g Hz or export a model for its rate)",
+                        stream, declared, self.rate_hz, self.rate_hz)
+            self.refused_rate = declared
+            if self._fill:
+                self.reset("rate")
+        self.metrics.inc("samples_refused_rate", len(block))
+        return False
+
+    def push(self, block: SampleBlock, stream: str) -> list[RawWindow]:
+        now = self._clock()
+        if not self._rate_ok(block, stream) or not self._check_continuity(block, now):
+            self.last_seen = now
+            return []
+        self.last_seen = now
+        samples = np.asarray(block.samples, dtype=np.float32)
+        n = samples.shape[0]
+        if self._fill == 0:
+            self._t_ring = block.t0 if math.isfinite(block.t0) else time.time() - n / self.rate_hz
+        self._measure_rate(block, stream, n)
+        out: list[RawWindow] = []
+        pos = 0
+        while pos < n:
+            if self._fill == self._ring.shape[0]:
+                self._compact()
+            take = min(n - pos, self._ring.shape[0] - self._fill)
+            self._ring[self._fill:self._fill + take] = samples[pos:pos + take]
+            self._fill += take
+            pos += take
+            out.extend(self._cut(stream, now))
+        return out
+
+    def _compact(self) -> None:
+        keep = self._fill - self._start
+        self._ring[:keep] = self._ring[self._start:self._fill]
+        self._t_ring += self._start / self.rate_hz
+        self._covered = max(0, self._covered - self._start)
+        self._fill, self._start = keep, 0
+
+    def _cut(self, stream: str, now: float) -> list[RawWindow]:
+        ready = self._fill - self._start
+        if ready < self.window:
+            return []
+        count = (ready - self.window) // self.hop + 1
+        views = sliding_windows(self._ring[self._start:self._fill], self.window, self.hop)[:count]
+        copies = np.array(views)  # one copy: the ring is compacted while these wait for a batch
+        out = []
+        for i in range(count):
+            start = self._start + i * self.hop
+            out.append(RawWindow(device_id=self.device_id, stream=stream, segment=self.segment, index=self._index,
+                                 t0=self._t_ring + start / self.rate_hz, rate_hz=self.rate_hz,
+                                 samples=copies[i], ready_at=now))
+            self._index += 1
+        self._covered = self._start + (count - 1) * self.hop + self.window
+        self._start += count * self.hop
+        return out
+
+    def _measure_rate(self, block: SampleBlock, stream: str, n: int) -> None:
+        """Samples per second by the device clock when it has one, else by arrival at the gateway."""
+        t = block.t0 if math.isfinite(block.t0) else self._clock()
+        if self._anchor is None:
+            self._anchor = (t, 0)
+            self._samples_since_anchor = n
+            return
+        span = t - self._anchor[0]
+        if span >= self.settings.drift_min_s:
+            measured = self._samples_since_anchor / span
+            drift = measured / self.rate_hz - 1.0
+            self.metrics.gauge("stream_rate_hz", measured, stream)
+            self.metrics.gauge("stream_drift_ppm", drift * 1e6, stream)
+            if abs(drift) > self.settings.drift_warn and not self._drift_logged:
+                log.warning("stream %s: measured %.3f Hz, %.2f%% off the model's %g Hz; check the wearable's clock",
+                            stream, measured, drift * 100, self.rate_hz)
+                self._drift_logged = True
+        self._samples_since_anchor += n
+
+
+class StreamTable:
+    """Every device's stream, keyed by its real id (never shown: logs use the pseudonym)."""
+
+    def __init__(self, window: int, hop: int, rate_hz: float, settings: StreamSettings, metrics: Metrics,
+                 pseudonym: Callable[[str], str], clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.hop, self.rate_hz = window, hop, rate_hz
+        self.settings, self.metrics, self.pseudonym, self._clock = settings, metrics, pseudonym, clock
+        self._shard = settings.shard_of()
+        self._streams: dict[str, DeviceStream] = {}
+        self._full_logged = False
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def push(self, block: SampleBlock) -> list[RawWindow]:
+        self.metrics.inc("blocks_in")
+        self.metrics.inc("samples_in", len(block))
+        if not in_shard(block.device_id, self._shard):
+            self.metrics.inc("samples_other_shard", len(block))
+            return []
+        stream = self._streams.get(block.device_id)
+        if stream is None:
+            self.expire()
+            if len(self._streams) >= self.settings.max_devices:
+                self.metrics.inc("samples_refused_devices", len(block))
+                if not self._full_logged:
+                    log.warning("%d devices already: refusing new ones (raise streams.max_devices)",
+                                self.settings.max_devices)
+                    self._full_logged = True
+                return []
+            stream = self._streams[block.device_id] = DeviceStream(
+                block.device_id, self.window, self.hop, self.rate_hz, self.settings, self.metrics, self._clock)
+            log.info("stream %s: new device", self.pseudonym(block.device_id))
+        windows = stream.push(block, self.pseudonym(block.device_id))
+        self.metrics.inc("windows_cut", len(windows))
+        return windows
+
+    def expire(self) -> None:
+        """Forget devices silent for longer than ``idle_forget_s`` (bounded state on a long run)."""
+        now = self._clock()
+        for device_id in [d for d, s in self._streams.items() if now - s.last_seen > self.settings.idle_forget_s]:
+            self.metrics.forget_stream(self.pseudonym(device_id))
+            del self._streams[device_id]

@@ -1,0 +1,271 @@
+"""The gateway's side of the wire: bytes in arbitrary chunks -> :class:`SampleBlock`s.
+
+:class:`FrameDecoder` splits the stream at 0x00 delimiters, checks COBS and CRC, parses
+messages, keeps each device's latest HELLO and turns SAMPLES into physical units. It never
+raises on what arrives and never holds more than ``max_frame`` bytes of an unfinished frame:
+every frame it cannot use is counted in :attr:`FrameDecoder.counters` (what each counter
+means is listed in PROTOCOL.md, "Gateway behaviour").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware_bridge.blocks import SampleBlock
+from firmware_bridge.errors import ProtocolError
+from firmware_bridge.framing import MAX_ENCODED, FrameRejected, unframe
+from firmware_bridge.protocol import SAMPLE_WIDTH, Heartbeat, Hello, Samples, parse
+from firmware_bridge.scaling import to_physical
+
+log = logging.getLogger(__name__)
+
+COUNTERS = (
+    "frames_ok", "frames_corrupt", "bytes_skipped", "oversized", "unknown_version", "unknown_type",
+    "bad_config", "unknown_format", "config_mismatch", "awaiting_config", "hellos", "reboots",
+    "config_changes", "heartbeats", "duplicates", "late", "seq_gaps", "frames_missing", "resyncs",
+    "nonfinite", "samples_ok", "devices_evicted", "bad_input", "internal_errors",
+)
+# A frame at most this many sequence numbers behind the newest is "late" (reordered on the
+# way) and dropped; further behind means the device's counter restarted without a new boot_id.
+LATE_WINDOW = 64
+U16, U32 = 1 << 16, 1 << 32
+
+
+def device_name(device_id: int) -> str:
+    """The device id as :class:`SampleBlock` carries it: 16 lower-case hex digits."""
+    return f"{device_id:016x}"
+
+
+def alias(device: str) -> str:
+    """A short stand-in for a device id in log lines, which must not carry hardware serials."""
+    return "dev-" + hashlib.sha256(device.encode()).hexdigest()[:6]
+
+
+@dataclass(slots=True)
+class _Stream:
+    """What the gateway knows about one device since its current HELLO."""
+
+    hello: Hello
+    epoch: int
+    seq_raw: int | None = None  # last accepted u16 sequence number
+    seq: int = 0  # unwrapped
+    t_raw: int = 0  # last accepted u32 timestamp
+    t_us: int = 0  # unwrapped
+    heartbeat: Heartbeat | None = None
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed(chunk)`` with whatever ``serial.read`` returned."""
+
+    def __init__(self, max_frame: int = MAX_ENCODED, *, max_devices: int = 64) -> None:
+        if not 16 <= max_frame <= 64 * 1024:
+            raise ProtocolError(f"max_frame must be 16..65536 bytes, got {max_frame}")
+        if max_devices < 1:
+            raise ProtocolError(f"max_devices must be at least 1, got {max_devices}")
+        self.max_frame = max_frame
+        self.max_devices = max_devices
+        self.counters: Counter[str] = Counter({name: 0 for name in COUNTERS})
+        self._buf = bytearray()
+        self._skipping = False  # inside an oversized frame: discard up to the next delimiter
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._warned: set[str] = set()
+
+    @property
+    def configs(self) -> dict[str, Hello]:
+        """device id -> the latest HELLO of every device the decoder tracks."""
+        return {dev: st.hello for dev, st in self._streams.items()}
+
+    def last_heartbeat(self, device_id: str) -> Heartbeat | None:
+        st = self._streams.get(device_id)
+        return st.heartbeat if st else None
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[SampleBlock]:
+        """Consume any bytes; return the sample blocks of every complete, valid frame in them."""
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            self.counters["bad_input"] += 1
+            self._warn_once("bad_input", "feed() was given %s, not bytes; ignored", type(chunk).__name__)
+            return []
+        data = bytes(chunk)
+        out: list[SampleBlock] = []
+        start, n = 0, len(data)
+        while start < n:
+            end = data.find(0, start)
+            piece_end = n if end < 0 else end
+            self._take(data, start, piece_end)
+            if end < 0:
+                break
+            if self._skipping:
+                self._skipping = False
+            elif self._buf:
+                block = self._frame(bytes(self._buf))
+                if block is not None:
+                    out.append(block)
+            self._buf.clear()
+            start = end + 1
+        return out
+
+    def feed_packet(self, payload: bytes | bytearray | memoryview) -> list[SampleBlock]:
+        """Decode a message-oriented payload (one MQTT message) holding whole frames.
+
+        A partial frame left over from earlier input is dropped first and the trailing
+        delimiter is optional, so one bad packet cannot spoil the next."""
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            return self.feed(payload)
+        if self._buf or self._skipping:
+            self.counters["frames_corrupt"] += 1
+            self.counters["bytes_skipped"] += len(self._buf)
+            self._buf.clear()
+            self._skipping = False
+        data = bytes(payload)
+        return self.feed(data if data.endswith(b"\x00") else data + b"\x00")
+
+    def summary(self) -> str:
+        """One line of the non-zero counters, for a periodic log line."""
+        return " ".join(f"{k}={v}" for k, v in self.counters.items() if v) or "nothing received"
+
+    # -- framing -------------------------------------------------------------------------------
+
+    def _take(self, data: bytes, start: int, end: int) -> None:
+        """Append data[start:end] to the unfinished frame without ever exceeding max_frame."""
+        if start == end:
+            return
+        if self._skipping:
+            self.counters["bytes_skipped"] += end - start
+            return
+        room = self.max_frame - len(self._buf)
+        if end - start <= room:
+            self._buf += data[start:end]
+            return
+        self.counters["oversized"] += 1
+        self.counters["bytes_skipped"] += len(self._buf) + (end - start)
+        self._buf.clear()
+        self._skipping = True
+
+    def _frame(self, encoded: bytes) -> SampleBlock | None:
+        try:
+            message = parse(unframe(encoded))
+        except FrameRejected as exc:
+            self.counters[exc.reason] += 1
+            if exc.reason == "frames_corrupt":
+                self.counters["bytes_skipped"] += len(encoded)
+            elif exc.reason in ("unknown_version", "unknown_type"):
+                self._warn_once(f"{exc.reason}:{exc}", "frame ignored: %s; upgrade imu-anon on the gateway "
+                                "if the device runs newer firmware", exc)
+            else:
+                self._warn_once(f"{exc.reason}:{exc}", "HELLO ignored: %s; fix the device's configuration", exc)
+            return None
+        try:
+            self.counters["frames_ok"] += 1
+            if isinstance(message, Samples):
+                return self._samples(message)
+            if isinstance(message, Hello):
+                self._hello(message)
+            else:
+                self._heartbeat(message)
+        except Exception:  # the decode loop must survive a bug too; the counter makes it visible
+            self.counters["internal_errors"] += 1
+            log.exception("internal error while decoding a frame (please report it)")
+        return None
+
+    # -- per device ------------------------------------------------------------------------------
+
+    def _hello(self, msg: Hello) -> None:
+        dev = device_name(msg.device_id)
+        self.counters["hellos"] += 1
+        st = self._streams.get(dev)
+        if st is None:
+            self._open(dev, msg, epoch=0)
+            log.info("%s: HELLO, %.3g Hz, %d channels, firmware %d.%d.%d", alias(dev), msg.rate_hz,
+                     len(msg.channels), *msg.firmware)
+        elif st.hello.boot_id != msg.boot_id:
+            self.counters["reboots"] += 1
+            self._open(dev, msg, epoch=st.epoch + 1)
+            log.info("%s: rebooted (new boot_id); epoch %d", alias(dev), st.epoch + 1)
+        elif st.hello != msg:
+            self.counters["config_changes"] += 1
+            self._open(dev, msg, epoch=st.epoch + 1)
+            log.info("%s: configuration changed; epoch %d", alias(dev), st.epoch + 1)
+        else:
+            self._streams.move_to_end(dev)
+
+    def _open(self, dev: str, hello: Hello, epoch: int) -> None:
+        self._streams[dev] = _Stream(hello=hello, epoch=epoch)
+        self._streams.move_to_end(dev)
+        while len(self._streams) > self.max_devices:
+            gone, _ = self._streams.popitem(last=False)
+            self.counters["devices_evicted"] += 1
+            log.warning("%s: forgotten to make room (more than %d devices)", alias(gone), self.max_devices)
+
+    def _heartbeat(self, msg: Heartbeat) -> None:
+        self.counters["heartbeats"] += 1
+        st = self._streams.get(device_name(msg.device_id))
+        if st is not None and st.hello.boot_id == msg.boot_id:
+            st.heartbeat = msg
+
+    def _samples(self, msg: Samples) -> SampleBlock | None:
+        dev = device_name(msg.device_id)
+        st = self._streams.get(dev)
+        if st is None or st.hello.boot_id != msg.boot_id:
+            self.counters["awaiting_config"] += msg.count
+            self._warn_once(f"await:{dev}:{msg.boot_id}", "%s: samples before its HELLO are dropped until the "
+                            "device repeats its configuration", alias(dev))
+            return None
+        hello = st.hello
+        if msg.fmt not in SAMPLE_WIDTH:
+            self.counters["unknown_format"] += 1
+            return None
+        if len(msg.payload) != msg.count * hello.sample_bytes(msg.fmt):
+            self.counters["config_mismatch"] += 1
+            self._warn_once(f"mismatch:{dev}", "%s: SAMPLES of %d bytes do not fit its HELLO's %d channels",
+                            alias(dev), len(msg.payload), len(hello.channels))
+            return None
+        samples = to_physical(msg.payload, msg.count, msg.fmt, hello)
+        if not np.isfinite(samples).all():
+            self.counters["nonfinite"] += msg.count
+            return None
+        if not self._advance(st, msg, dev):
+            return None
+        self._streams.move_to_end(dev)
+        self.counters["samples_ok"] += msg.count
+        return SampleBlock(device_id=dev, seq=st.seq, epoch=st.epoch, t0=st.t_us / 1e6,
+                           rate_hz=hello.rate_hz, samples=samples)
+
+    def _advance(self, st: _Stream, msg: Samples, dev: str) -> bool:
+        """Place the frame in the device's sequence; False drops it (duplicate or late)."""
+        if st.seq_raw is not None:
+            ahead = (msg.seq - st.seq_raw) % U16
+            behind = (st.seq_raw - msg.seq) % U16
+            if ahead == 0:
+                self.counters["duplicates"] += 1
+                return False
+            if behind <= LATE_WINDOW:
+                self.counters["late"] += 1
+                return False
+            if ahead < U16 // 2:
+                if ahead > 1:
+                    self.counters["seq_gaps"] += 1
+                    self.counters["frames_missing"] += ahead - 1
+                st.seq += ahead
+                st.t_us += (msg.t_us - st.t_raw) % U32
+                st.seq_raw, st.t_raw = msg.seq, msg.t_us
+                return True
+            # Far behind: the counter restarted without a new boot_id (or a very long outage).
+            self.counters["resyncs"] += 1
+            st.epoch += 1
+            log.info("%s: sequence restarted without a HELLO; epoch %d", alias(dev), st.epoch)
+        st.seq_raw, st.seq = msg.seq, msg.seq
+        st.t_raw, st.t_us = msg.t_us, msg.t_us
+        return True
+
+    def _warn_once(self, key: str, fmt: str, *args: object) -> None:
+        if key in self._warned:
+            log.debug(fmt, *args)
+            return
+        if len(self._warned) < 1024:  # bounded like everything else
+            self._warned.add(key)
+        log.warning(fmt, *args)

@@ -1,0 +1,104 @@
+"""The envelope every frame travels in: CRC-16 then COBS, delimited by 0x00 (pure, no I/O).
+
+A frame on the wire is ``COBS(body || crc16_le(body)) || 0x00``. COBS removes every zero
+byte from the frame, so the 0x00 delimiter can only mean "a frame ends here": a receiver
+that lost or corrupted bytes resynchronises at the next delimiter and loses at most the
+frame it was in. The envelope is version-independent; the body's first byte carries the
+protocol version (see PROTOCOL.md).
+
+CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, not reflected, no final xor) is what Python's
+``binascii.crc_hqx(data, 0xFFFF)`` computes, so the gateway gets it in C for free and a
+microcontroller needs about twenty instructions and no table.
+"""
+
+from __future__ import annotations
+
+import binascii
+
+DELIMITER = 0x00
+CRC_INIT = 0xFFFF
+# A raw frame (body + CRC) of at most 254 bytes has no run of 255 non-zero bytes, so COBS
+# adds exactly one byte and a microcontroller can encode it in place in one 256-byte buffer.
+MAX_RAW = 254
+MAX_ENCODED = MAX_RAW + 1  # without the delimiter
+
+
+class FrameRejected(ValueError):
+    """A delimited chunk that is not a valid frame; ``reason`` names the counter it feeds."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def crc16(data: bytes | bytearray | memoryview, crc: int = CRC_INIT) -> int:
+    """CRC-16/CCITT-FALSE; the check value of ``b"123456789"`` is 0x29B1."""
+    return binascii.crc_hqx(data, crc)
+
+
+def cobs_encode(data: bytes | bytearray | memoryview) -> bytes:
+    """Consistent Overhead Byte Stuffing of ``data`` (any length); the result has no 0x00."""
+    out = bytearray()
+    data = bytes(data)
+    start = 0
+    n = len(data)
+    while True:
+        # One block: up to 254 non-zero bytes, ended by a zero (implied) or by the block limit.
+        zero = data.find(b"\x00", start, start + 254)
+        if zero < 0:
+            end = min(start + 254, n)
+            out.append(end - start + 1)
+            out += data[start:end]
+            if end == n:
+                # A full 254-byte block at the very end needs no trailing code byte.
+                return bytes(out)
+            start = end
+            continue
+        out.append(zero - start + 1)
+        out += data[start:zero]
+        start = zero + 1
+        if start == n:
+            out.append(1)  # the trailing zero needs an empty final block
+            return bytes(out)
+
+
+def cobs_decode(data: bytes | bytearray | memoryview) -> bytes:
+    """Undo :func:`cobs_encode`; raises :class:`FrameRejected` on a malformed encoding."""
+    data = bytes(data)
+    out = bytearray()
+    i = 0
+    n = len(data)
+    while i < n:
+        code = data[i]
+        if code == 0:
+            raise FrameRejected("frames_corrupt", f"zero code byte at offset {i}")
+        end = i + code
+        if end > n:
+            raise FrameRejected("frames_corrupt", f"code {code} at offset {i} runs past the frame end ({n})")
+        block = data[i + 1:end]
+        if 0 in block:
+            raise FrameRejected("frames_corrupt", "zero byte inside a COBS block")
+        out += block
+        i = end
+        if code < 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+def frame(body: bytes | bytearray) -> bytes:
+    """Wrap a message body into wire bytes: CRC (little-endian), COBS, delimiter."""
+    raw = bytes(body) + crc16(body).to_bytes(2, "little")
+    if len(raw) > MAX_RAW:
+        raise ValueError(f"frame body of {len(body)} bytes exceeds the protocol limit of {MAX_RAW - 2}")
+    return cobs_encode(raw) + b"\x00"
+
+
+def unframe(encoded: bytes | bytearray | memoryview) -> bytes:
+    """The body of one delimited frame (without its 0x00), CRC checked and removed."""
+    raw = cobs_decode(encoded)
+    if len(raw) < 3:
+        raise FrameRejected("frames_corrupt", f"frame of {len(raw)} bytes is shorter than a CRC and a body")
+    body, crc = raw[:-2], int.from_bytes(raw[-2:], "little")
+    if crc16(body) != crc:
+        raise FrameRejected("frames_corrupt", f"CRC {crc:#06x} does not match {crc16(body):#06x}")
+    return body

@@ -1,0 +1,263 @@
+"""The paper's Fig. 6 procedure, one phase per method, state kept for checkpoints.
+
+(1) pre-train the autoencoder on X -> X; (2) each round: re-fit EncReg on the latent,
+DecReg (one or more adversaries) and ActReg on X', measure on the validation segments,
+stop once identity is near chance and activity holds; else train the AAE against the frozen
+regularisers with L = bd*MSE + bi_enc*Li(EncReg) + bi_dec*Li(DecReg) + ba*CE(ActReg).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.config import TrainConfig
+from trainer.fitting import accuracy, batches, fit_classifier, macro_f1, new_classifier, predict, transform
+from trainer.losses import activity_loss, distortion_loss, identity_loss
+from trainer.models import build_anonymiser
+from trainer.preparation import Prepared
+
+log = logging.getLogger(__name__)
+Bar = Callable[[str, int], Any]  # makes a progress bar: (description, total) -> tqdm-like
+
+
+class Procedure:
+    def __init__(self, config: TrainConfig, data: Prepared, device: torch.device, bar: Bar) -> None:
+        self.config, self.data, self.device, self.bar = config, data, device, bar
+        self.gen = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.model = build_anonymiser(config.arch, data.channels, config.window).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.regs: dict[str, nn.Module] = {}  # enc, act, adv0..advK-1, raw_attacker
+        self.history: dict[str, Any] = {"raw": None, "pretrain": [], "rounds": [], "states": [],
+                                        "pretrained": False, "rounds_done": 0, "stopped": None,
+                                        "best_round": None}
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # -- shapes and helpers ---------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.data.users)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.data.class_names)
+
+    def _latent_shape(self) -> tuple[int, int]:
+        return (self.data.channels, self.config.window // 4)
+
+    def _x_shape(self) -> tuple[int, int]:
+        return (self.data.channels, self.config.window)
+
+    def _reg(self, name: str, shape: tuple[int, int], n: int) -> nn.Module:
+        if self.config.reinit_adversaries or name not in self.regs:
+            self.regs[name] = new_classifier(shape, n, self.gen).to(self.device)
+        return self.regs[name]
+
+    def _fit(self, name: str, net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+        steps = epochs * -(-len(x) // self.config.batch_size)
+        with self.bar(f"fit {name}", steps) as bar:
+            return fit_classifier(net, x, y, epochs=epochs, batch_size=self.config.batch_size,
+                                  lr=self.config.reg_lr, gen=self.gen, device=self.device, progress=bar.update)
+
+    def _l2(self) -> torch.Tensor:
+        return self.config.l2 * sum((w * w).sum() for w in self.model.hidden_conv_weights())
+
+    def _anonymised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.eval()
+        z = transform(self.model.encode, x, self.device)
+        return z, transform(self.model.decode, z, self.device)
+
+    # -- phases -----------------------------------------------------------------------------
+    def measure_raw(self) -> dict[str, float]:
+        """Fit ActReg and an identity attacker on the raw windows: the reference figures,
+        and the paper's attacker (trained on raw, fed X') for every later state."""
+        tr, va, c = self.data.train, self.data.val, self.config
+        act = new_classifier(self._x_shape(), self.n_classes, self.gen).to(self.device)
+        self._fit("raw ActReg", act, tr.x, tr.activity, c.reg_epochs)
+        attacker = self._reg("raw_attacker", self._x_shape(), self.n_users)
+        self._fit("raw attacker", attacker, tr.x, tr.user, c.reg_epochs)
+        pred_act = predict(act, va.x, self.device)
+        raw = {"activity_acc": accuracy(pred_act, va.activity),
+               "activity_f1": macro_f1(pred_act, va.activity, self.n_classes),
+               "identity_acc": accuracy(predict(attacker, va.x, self.device), va.user),
+               "chance": 1.0 / self.n_users}
+        self.history["raw"] = raw
+        log.info("raw validation: activity acc %.3f F1 %.3f, identity acc %.3f (chance %.3f)",
+                 raw["activity_acc"], raw["activity_f1"], raw["identity_acc"], raw["chance"])
+        return raw
+
+    def pretrain(self) -> None:
+        c, x = self.config, self.data.train.x
+        for epoch in range(c.pretrain_epochs):
+            self.model.train()
+            total, count = 0.0, 0
+            n_batches = -(-max(1, round(c.epoch_fraction * len(x))) // c.batch_size)
+            with self.bar(f"pretrain {epoch + 1}/{c.pretrain_epochs}", n_batches) as bar:
+                for idx in batches(len(x), c.batch_size, self.gen, c.epoch_fraction):
+                    xb = x[idx].to(self.device)
+                    mse = distortion_loss(self.model(xb), xb)
+                    self._step(mse + self._l2())
+                    total, count = total + float(mse) * idx.numel(), count + idx.numel()
+                    bar.update(1)
+            self.history["pretrain"].append({"epoch": epoch + 1, "mse": total / max(count, 1)})
+            log.info("pretrain epoch %d: mse %.4f", epoch + 1, total / max(count, 1))
+        self.history["pretrained"] = True
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def fit_regularisers_and_measure(self) -> dict[str, float]:
+        """Re-fit every regulariser on the current anonymiser's output and score it on the
+        validation segments: the state after ``rounds_done`` AAE rounds."""
+        c, tr, va = self.config, self.data.train, self.data.val
+        z_tr, xp_tr = self._anonymised(tr.x)
+        z_va, xp_va = self._anonymised(va.x)
+        enc = self._reg("enc", self._latent_shape(), self.n_users)
+        fitted = {"enc_reg_loss": self._fit("EncReg", enc, z_tr, tr.user, c.reg_epochs)}
+        adv_acc = []
+        for k in range(c.adversaries):
+            adv = self._reg(f"adv{k}", self._x_shape(), self.n_users)
+            fitted[f"dec_reg{k}_loss"] = self._fit(f"DecReg {k + 1}", adv, xp_tr, tr.user, c.reg_epochs)
+            adv_acc.append(accuracy(predict(adv, xp_va, self.device), va.user))
+        act = self._reg("act", self._x_shape(), self.n_classes)
+        fitted["act_reg_loss"] = self._fit("ActReg", act, xp_tr, tr.activity, c.reg_epochs)
+        pred_act = predict(act, xp_va, self.device)
+        with torch.no_grad():
+            mse = float(F.mse_loss(xp_va, va.x))
+        val = {
+            "round": self.history["rounds_done"],
+            "identity_acc": max(adv_acc),
+            "latent_identity_acc": accuracy(predict(enc, z_va, self.device), va.user),
+            "raw_attacker_identity_acc": accuracy(predict(self.regs["raw_attacker"], xp_va, self.device), va.user),
+            "activity_acc": accuracy(pred_act, va.activity),
+            "activity_f1": macro_f1(pred_act, va.activity, self.n_classes),
+            "mse": mse,
+            **fitted,
+        }
+        self.history["states"].append(val)
+        log.info("after round %d: identity acc %.3f (latent %.3f, raw attacker %.3f), activity acc %.3f, "
+                 "mse %.3f", val["round"], val["identity_acc"], val["latent_identity_acc"],
+                 val["raw_attacker_identity_acc"], val["activity_acc"], mse)
+        self._consider_best(val)
+        return val
+
+    def converged(self, val: dict[str, float]) -> bool:
+        raw, c = self.history["raw"], self.config
+        return (val["round"] >= 1 and val["identity_acc"] <= c.target_identity_chance * raw["chance"]
+                and val["activity_acc"] >= raw["activity_acc"] - c.max_activity_drop)
+
+    def _consider_best(self, val: dict[str, float]) -> None:
+        """The released model is the measured AAE state (round >= 1) with the lowest adaptive
+        identity accuracy among those whose activity accuracy held up; failing that, the one
+        with the best activity accuracy."""
+        if val["round"] < 1 and self.config.rounds >= 1:
+            return
+        raw, c = self.history["raw"], self.config
+        ok = val["activity_acc"] >= raw["activity_acc"] - c.max_activity_drop
+        key = (1, -val["identity_acc"]) if ok else (0, val["activity_acc"])
+        best = self.history.get("best_key")
+        if best is None or tuple(key) > tuple(best):
+            self.history["best_key"] = list(key)
+            self.history["best_round"] = val["round"]
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def train_round(self) -> None:
+        c, tr = self.config, self.data.train
+        frozen = {name: net for name, net in self.regs.items() if name != "raw_attacker"}
+        for net in frozen.values():
+            net.eval()
+            net.requires_grad_(False)
+        online = self._online_optimisers(frozen)
+        advs = [frozen[f"adv{k}"] for k in range(c.adversaries)]
+        r = self.history["rounds_done"] + 1
+        records = []
+        for epoch in range(c.aae_epochs):
+            sums: dict[str, float] = {}
+            count = 0
+            n_batches = -(-max(1, round(c.epoch_fraction * len(tr))) // c.batch_size)
+            with self.bar(f"AAE round {r} epoch {epoch + 1}/{c.aae_epochs}", n_batches) as bar:
+                for idx in batches(len(tr), c.batch_size, self.gen, c.epoch_fraction):
+                    xb, ub, ab = (t[idx].to(self.device) for t in (tr.x, tr.user, tr.activity))
+                    self.model.train()
+                    z = self.model.encode(xb)
+                    xp = self.model.decode(z)
+                    terms = {"mse": distortion_loss(xp, xb)}
+                    loss = c.beta_d * terms["mse"] + self._l2()
+                    if c.beta_i_enc > 0:
+                        terms["li_enc"] = identity_loss(frozen["enc"](z), ub)
+                        loss = loss + c.beta_i_enc * terms["li_enc"]
+                    if c.variant == "aae" and c.beta_i_dec > 0:
+                        terms["li_dec"] = sum(identity_loss(a(xp), ub) for a in advs) / len(advs)
+                        loss = loss + c.beta_i_dec * terms["li_dec"]
+                    if c.variant == "aae" and c.beta_a > 0:
+                        terms["ce_act"] = activity_loss(frozen["act"](xp), ab)
+                        loss = loss + c.beta_a * terms["ce_act"]
+                    terms["loss"] = loss
+                    self._step(loss)
+                    if online:
+                        self._online_updates(online, z.detach(), xp.detach(), ub, ab)
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * idx.numel()
+                    count += idx.numel()
+                    bar.update(1)
+            record = {"round": r, "epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}}
+            records.append(record)
+            log.info("AAE round %d epoch %d: %s", r, epoch + 1,
+                     ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("round", "epoch")))
+        for net in frozen.values():
+            net.requires_grad_(True)
+        self.history["rounds"].append(records)
+        self.history["rounds_done"] = r
+
+    def _online_optimisers(self, frozen: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        if self.config.online_adversary_steps < 1:
+            return {}
+        return {name: torch.optim.Adam(net.parameters(), lr=self.config.reg_lr) for name, net in frozen.items()}
+
+    def _online_updates(self, opts, z, xp, ub, ab) -> None:
+        """Keep the adversaries current while the AAE moves, so it cannot settle on fooling
+        networks that an attacker retrained on its output would no longer be."""
+        for name, opt in opts.items():
+            net = self.regs[name]
+            inp, target = (z, ub) if name == "enc" else (xp, ab if name == "act" else ub)
+            net.train()
+            net.requires_grad_(True)
+            for _ in range(self.config.online_adversary_steps):
+                loss = F.cross_entropy(net(inp), target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            net.eval()
+            net.requires_grad_(False)
+
+    # -- checkpoint state ---------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "regs": {name: net.state_dict() for name, net in self.regs.items()},
+            "history": self.history,
+            "best_state": self.best_state,
+            "gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        for name, sd in state["regs"].items():
+            n = self.n_classes if name == "act" else self.n_users
+            shape = self._latent_shape() if name == "enc" else self._x_shape()
+            self.regs[name] = new_classifier(shape, n, self.gen).to(self.device)
+            self.regs[name].load_state_dict(sd)
+        self.history = state["history"]
+        self.best_state = state["best_state"]
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
