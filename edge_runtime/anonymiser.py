@@ -178,6 +178,12 @@ class Anonymiser:
     def sha256(self) -> str:
         return self._sha256
 
+    def signature(self) -> dict[str, list[dict[str, object]]]:
+        """The graph's inputs and outputs: name, element type and shape (strings for dynamic dims)."""
+        def describe(args: list) -> list[dict[str, object]]:
+            return [{"name": a.name, "type": a.type, "shape": list(a.shape)} for a in args]
+        return {"inputs": describe(self._session.get_inputs()), "outputs": describe(self._session.get_outputs())}
+
     def _run(self, windows: np.ndarray) -> np.ndarray:
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
 

@@ -51,6 +51,7 @@ class Received:
     fmt: str  # one of FORMATS
     device: str | None = field(default=None, repr=False)  # id the transport vouches for (topic, config)
     rate_hz: float | None = None  # for CSV lines, which do not carry a rate
+    options: tuple[tuple[str, str], ...] = ()  # decoder settings from the source URL (CSV units, columns)
     at: float = field(default_factory=time.monotonic)
 
 
@@ -142,7 +143,9 @@ class Decoders:
             dec = FrameDecoder()
         elif fmt == "csv":
             from firmware_bridge.linecsv import LineCsvDecoder
-            dec = LineCsvDecoder(item.device or item.origin, item.rate_hz)
+            opts = dict(item.options)
+            dec = LineCsvDecoder(item.device or item.origin, item.rate_hz, acc_unit=opts.get("acc", "g"),
+                                 gyro_unit=opts.get("gyro", "rad/s"), skip_columns=int(opts.get("skip", 0)))
         else:
             dec = _JsonDecoder(item.device or item.origin, self._note(item.origin, item.device))
         self._decoders[key] = dec
@@ -152,14 +155,17 @@ class Decoders:
         if isinstance(item, SampleBlock):  # recordings are read as blocks already
             return [item]
         fmt = item.fmt
+        packet = fmt in ("mqtt", "frames") and item.origin.startswith("mqtt:")
         if fmt == "mqtt":
             fmt = "json" if item.data[:1] == b"{" else "frames"
-        blocks = self._decoder(item, fmt).feed(item.data)
+        decoder = self._decoder(item, fmt)
+        # One MQTT message holds whole frames: feed_packet drops a torn leftover first.
+        blocks = decoder.feed_packet(item.data) if packet and fmt == "frames" else decoder.feed(item.data)
         if item.device is None or fmt != "frames":
             return blocks
         # The transport (the broker's ACL on the topic) vouches for who sent it; a frame that
         # claims another id is dropped rather than let one wearer write into another's stream.
-        good = [b for b in blocks if b.device_id == item.device]
+        good = [b for b in blocks if b.device_id.lower() == item.device.lower()]
         if len(good) != len(blocks):
             self.metrics.inc("blocks_device_mismatch", len(blocks) - len(good))
             self._note(item.origin, item.device)("mismatch", "frames on this topic carry another device id; dropped")

@@ -36,7 +36,7 @@ PAHO_QUEUE = 20
 
 class MqttSink(Sink):
     def __init__(self, settings: MqttSettings, topic: str, *, qos: int, fmt: str, buffer_max: int, status_topic: str,
-                 status: Callable[[str, str], bytes], gateway: str, metrics: Metrics) -> None:
+                 status: Callable[[str, str, str], bytes], gateway: str, metrics: Metrics) -> None:
         if qos not in (0, 1, 2):
             raise ConfigError(f"publish qos must be 0, 1 or 2, got {qos}")
         if "#" in topic or "+" in topic:
@@ -59,13 +59,13 @@ class MqttSink(Sink):
         client = mqtt_link.make_client(self.settings, "mqtt-out", on_connect=self._on_connect)
         client.max_inflight_messages_set(PAHO_QUEUE)
         client.max_queued_messages_set(PAHO_QUEUE)
-        client.will_set(self.status_topic, self._status("offline", self.fmt), qos=1, retain=True)
+        client.will_set(self.status_topic, self._status("offline", self.fmt, self.topic), qos=1, retain=True)
         self._client = client
         mqtt_link.start(client, self.settings)
         return self
 
     def _on_connect(self, client: mqtt.Client) -> None:
-        client.publish(self.status_topic, self._status("online", self.fmt), qos=1, retain=True)
+        client.publish(self.status_topic, self._status("online", self.fmt, self.topic), qos=1, retain=True)
         # Draining happens in the pipeline's thread (poll), keeping publish order in one place.
 
     def write(self, window: AnonymisedWindow) -> None:
@@ -129,7 +129,7 @@ class MqttSink(Sink):
             return
         self.flush()
         if client.is_connected():
-            info = client.publish(self.status_topic, self._status("offline", self.fmt), qos=1, retain=True)
+            info = client.publish(self.status_topic, self._status("offline", self.fmt, self.topic), qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError):

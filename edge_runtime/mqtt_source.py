@@ -65,8 +65,16 @@ class MqttSource(Source):
         def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
             inbox.offer(Received(f"mqtt:{msg.topic}", bytes(msg.payload), self.fmt, self.device_of(msg.topic)))
 
+        def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, reasons: list, props: Any) -> None:
+            if any(r.is_failure for r in reasons):
+                log.error("mqtt-in: the broker refused the subscription to %s (%s); check its ACL",
+                          self.pattern, ", ".join(str(r) for r in reasons))
+            else:
+                log.info("mqtt-in: subscribed to %s", self.pattern)
+
         client = mqtt_link.make_client(self.settings, "mqtt-in", on_connect=on_connect)
         client.on_message = on_message
+        client.on_subscribe = on_subscribe
         self._client = client
         mqtt_link.start(client, self.settings)
 

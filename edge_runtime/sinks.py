@@ -1,8 +1,10 @@
 """Where anonymised windows go, chosen by URL; the only type a sink accepts is AnonymisedWindow.
 
-    mqtt://host:1883/imu/anon/{stream}?qos=1   mqtts://host:8883/...   (see mqtt_sink)
+    mqtt://host:1883/imu/anon/{stream}?qos=1&format=json&buffer=1000&status=imu/gateway/{gateway}/status
+    mqtts://host:8883/...                      TLS (see mqtt_link, mqtt_sink)
     file:out.jsonl   file:out.csv              one JSON object per window / one row per sample
     stdout:                                    JSON Lines on standard output
+    null:                                      discards (counts only): timing a replay
     serial:///dev/ttyAMA0?baud=115200&format=json|binary
 
 Every sink is a context manager; leaving it flushes. ``write`` refuses anything that is not
@@ -164,6 +166,13 @@ class SerialSink(Sink):
         self._port.close()
 
 
+class NullSink(Sink):
+    name = "null"
+
+    def write(self, window: AnonymisedWindow) -> None:
+        self.check(window)
+
+
 def _file_sink(target: str, params: dict[str, str]) -> Sink:
     path = Path(target).expanduser()
     fmt = params.pop("format", "csv" if path.suffix.lower() == ".csv" else "jsonl")
@@ -175,21 +184,21 @@ def _file_sink(target: str, params: dict[str, str]) -> Sink:
 
 
 def open_sink(url: str, *, publish: PublishSettings, mqtt: MqttSettings, metrics: Metrics,
-              status: Callable[[str, str], bytes]) -> Sink:
+              status: Callable[[str, str, str], bytes]) -> Sink:
     """A sink for ``url``; an unknown scheme lists the known ones."""
     scheme, sep, rest = url.partition(":")
     if scheme in ("mqtt", "mqtts"):
         from edge_runtime import mqtt_link
         from edge_runtime.mqtt_sink import MqttSink
 
-        settings, topic, extra = mqtt_link.parse_url(url, mqtt, {"qos", "format", "buffer"})
+        settings, topic, extra = mqtt_link.parse_url(url, mqtt, {"qos", "format", "buffer", "status"})
         try:
             qos = int(extra.get("qos", publish.qos))
             buffer_max = int(extra.get("buffer", publish.buffer_max))
         except ValueError:
             raise ConfigError(f"{url!r}: qos and buffer must be integers") from None
         return MqttSink(settings, topic or publish.topic, qos=qos, fmt=extra.get("format", publish.format),
-                        buffer_max=buffer_max, status_topic=publish.status_topic, status=status,
+                        buffer_max=buffer_max, status_topic=extra.get("status", publish.status_topic), status=status,
                         gateway=publish.gateway, metrics=metrics)
     target, _, query = rest.partition("?")
     params = dict(parse_qsl(query, keep_blank_values=True))
@@ -202,6 +211,8 @@ def open_sink(url: str, *, publish: PublishSettings, mqtt: MqttSettings, metrics
         if params or target:
             raise ConfigError(f"{url!r}: stdout takes only ?format=jsonl|csv")
         return StreamSink("stdout", fmt, lambda: sys.stdout, close=False)
+    if scheme == "null" and sep and not rest:
+        return NullSink()
     if scheme == "serial" and sep:
         port = target[2:] if target.startswith("//") else target
         unknown = set(params) - {"baud", "format"}
@@ -213,4 +224,4 @@ def open_sink(url: str, *, publish: PublishSettings, mqtt: MqttSettings, metrics
             raise ConfigError(f"{url!r}: baud must be an integer") from None
         return SerialSink(port, baud, params.get("format", publish.format), metrics)
     raise ConfigError(f"unknown sink {url!r}; known: mqtt://HOST:PORT/TOPIC, mqtts://..., file:PATH, stdout:, "
-                      "serial:///dev/PORT?baud=N")
+                      "serial:///dev/PORT?baud=N, null:")

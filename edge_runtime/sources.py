@@ -6,7 +6,7 @@ into the pipeline's bounded inbox; decoding happens in the pipeline (``edge_runt
     serial://usb:0403:6001:A10K?baud=921600                a USB adapter, found again after re-enumeration
     mqtt://127.0.0.1:1883/imu/+/raw                        one topic level is the device id (see mqtt_source)
     file:rec.csv?speed=4      npz:data/hapt.npz?user=9     recordings (speed: a factor or "max")
-    frames:capture.bin                                     captured wire bytes, as fast as they decode
+    frames:capture.imuf?speed=max                          captured wire bytes (also file:X.imuf)
     loop:NAME                                              in-process, fed by Python code (tests, embedding)
 
 Live sources (serial, MQTT) never block: when the inbox is full the chunk is dropped and
@@ -36,6 +36,7 @@ from firmware_bridge.errors import RecordingError
 log = logging.getLogger(__name__)
 
 Item = Received | SampleBlock
+CAPTURE_SUFFIXES = (".imuf", ".bin", ".frames", ".cap")
 
 
 class Inbox:
@@ -162,28 +163,47 @@ class RecordingSource(Source):
 
 
 class CaptureSource(Source):
-    """Wire bytes captured from a port (e.g. ``cat /dev/ttyUSB0 > capture.bin``), fed in chunks."""
+    """Wire bytes captured from a port or by ``imu-anon device simulate --capture`` (``.imuf``),
+    decoded by the bridge's frame decoder (its counters join the metrics) and paced like a
+    recording: each device's blocks at its own sample rate, in file order."""
 
     live = False
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, speed: float, metrics: Metrics) -> None:
+        from firmware_bridge.recordings import read_frame_file
+
         super().__init__()
-        self.name, self.path = f"frames-in:{path.name}", path
+        self.name, self.path, self.speed = f"frames-in:{path.name}", path, speed
+        try:
+            self.decoded, counters = read_frame_file(path)
+        except RecordingError as exc:
+            raise SourceError(str(exc)) from None
+        for counter, value in counters.items():
+            if value:
+                metrics.inc(counter, value)
 
     def _run(self, inbox: Inbox) -> None:
-        with open(self.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(4096), b""):
-                if not inbox.put(Received(f"frames:{self.path}", chunk, "frames"), self._stop):
-                    return
+        began = time.monotonic()
+        sent: dict[str, int] = {}
+        for block in self.decoded:
+            sent[block.device_id] = sent.get(block.device_id, 0) + len(block)
+            if math.isfinite(self.speed):
+                due = began + sent[block.device_id] / block.rate_hz / self.speed
+                while not self._stop.is_set() and time.monotonic() < due:
+                    time.sleep(min(0.05, due - time.monotonic()))
+            if not inbox.put(block, self._stop):
+                return
 
 
 class SerialSource(Source):
-    def __init__(self, port: str, baud: int, fmt: str, device: str | None, rate_hz: float | None, metrics: Metrics) -> None:
+    def __init__(self, port: str, baud: int, fmt: str, device: str | None, rate_hz: float | None, metrics: Metrics,
+                 options: tuple[tuple[str, str], ...] = ()) -> None:
         from edge_runtime.serial_port import Port
 
         super().__init__()
         self.name = f"serial-in:{port}"
         self.origin, self.fmt, self.device, self.rate_hz = f"serial:{port}", fmt, device, rate_hz
+        self.options = options
         self.port = Port(port, baud, role=self.name, on_event=metrics.inc)
 
     def _run(self, inbox: Inbox) -> None:
@@ -191,7 +211,7 @@ class SerialSource(Source):
             while not self._stop.is_set():
                 data = self.port.read(0.1)
                 if data:
-                    inbox.offer(Received(self.origin, data, self.fmt, self.device, self.rate_hz))
+                    inbox.offer(Received(self.origin, data, self.fmt, self.device, self.rate_hz, self.options))
         finally:
             self.port.close()
 
@@ -247,11 +267,11 @@ def _recording(url: str, scheme: str, target: str, query: str, ctx: SourceContex
 
     path = Path(target).expanduser()
     suffix = path.suffix.lower()
-    if scheme == "frames" or (scheme == "file" and suffix in (".bin", ".frames", ".cap")):
-        _params(url, query, set())
+    if scheme == "frames" or (scheme == "file" and suffix in CAPTURE_SUFFIXES):
+        params = _params(url, query, {"speed"})
         if not path.is_file():
             raise SourceError(f"{url!r}: no such capture file {path}")
-        return CaptureSource(path)
+        return CaptureSource(path, parse_speed(params.get("speed", ctx.speed)), ctx.metrics)
     params = _params(url, query, {"speed", "block", "device", "rate", "user", "session"})
     speed = parse_speed(params.get("speed", ctx.speed))
     block = _int(url, params, "block", 25)
@@ -263,12 +283,26 @@ def _recording(url: str, scheme: str, target: str, query: str, ctx: SourceContex
         elif suffix == ".csv":
             rec = load_csv(path, float(params["rate"]) if "rate" in params else None)
         else:
-            raise SourceError(f"{url!r}: a recording must be .csv, .npz, or a frame capture (.bin); got {path.name}")
+            raise SourceError(f"{url!r}: a recording must be .csv, .npz, or a frame capture "
+                              f"({', '.join(CAPTURE_SUFFIXES)}); got {path.name}")
     except RecordingError as exc:
         raise SourceError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(f"{url!r}: {exc}") from None
     return RecordingSource(rec, params.get("device", rec.name), speed, block)
+
+
+def _check_csv_options(url: str, params: dict[str, str]) -> None:
+    """Fail at start-up, not at the first line, on units or columns the line decoder refuses."""
+    from firmware_bridge.errors import ProtocolError
+    from firmware_bridge.linecsv import LineCsvConfig
+
+    try:
+        LineCsvConfig(device_id=params.get("device", "x"), rate_hz=float(params.get("rate", 50.0)),
+                      acc_unit=params.get("acc", "g"), gyro_unit=params.get("gyro", "rad/s"),
+                      skip_columns=int(params.get("skip", 0)))
+    except (ProtocolError, ValueError) as exc:
+        raise ConfigError(f"{url!r}: {exc}") from None
 
 
 def open_source(url: str, ctx: SourceContext) -> Source:
@@ -284,7 +318,7 @@ def open_source(url: str, ctx: SourceContext) -> Source:
     if sep and scheme in ("file", "npz", "frames") and target:
         return _recording(url, scheme, target, query, ctx)
     if sep and scheme == "serial" and target:
-        params = _params(url, query, {"baud", "format", "device", "rate"})
+        params = _params(url, query, {"baud", "format", "device", "rate", "acc", "gyro", "skip"})
         fmt = params.get("format", "frames")
         if fmt not in ("frames", "csv"):
             raise ConfigError(f"{url!r}: format must be frames or csv, got {fmt!r}")
@@ -296,10 +330,13 @@ def open_source(url: str, ctx: SourceContext) -> Source:
                 raise ConfigError(f"{url!r}: rate must be a number") from None
             if "rate" not in params:
                 log.info("%s: CSV lines carry no rate; assuming the model's %g Hz (add ?rate=)", url, rate)
+            _check_csv_options(url, params)
+        options = tuple((k, params[k]) for k in ("acc", "gyro", "skip") if k in params)
         return SerialSource(target, _int(url, params, "baud", 115200), fmt,
-                            params.get("device", Path(target).name) if fmt == "csv" else None, rate, ctx.metrics)
+                            params.get("device", Path(target).name) if fmt == "csv" else None, rate, ctx.metrics,
+                            options)
     if sep and scheme == "loop":
         return LoopSource(target or "default")
     raise ConfigError(f"unknown source {url!r}; known: serial:///dev/PORT?baud=N&format=frames|csv, "
-                      "mqtt://HOST:PORT/imu/+/raw, mqtts://..., file:REC.csv|.npz|.bin?speed=N|max, "
-                      "npz:PATH?user=N, frames:CAPTURE.bin, loop:NAME")
+                      "mqtt://HOST:PORT/imu/+/raw, mqtts://..., file:REC.csv|.npz|.imuf?speed=N|max, "
+                      "npz:PATH?user=N, frames:CAPTURE.imuf, loop:NAME")

@@ -90,27 +90,27 @@ class DeviceStream:
         self._start = 0  # ring index where the next window starts
         self._covered = 0  # ring index up to which samples are inside an emitted window
         self._t_ring = math.nan  # time of ring[0]
+        self._next_t = math.nan  # device time the next block should start at
         self._index = 0
         self._anchor: tuple[float, int] | None = None  # (time, samples so far) for the measured rate
         self._samples_since_anchor = 0
 
     def reset(self, reason: str) -> None:
         """Start a new segment; samples not yet inside any window are counted as lost."""
+        self.metrics.inc("gaps")
+        self.metrics.inc(f"gaps_{reason}")
+        self.finish()
+
+    def finish(self) -> None:
         lost = self._fill - self._covered
         if lost > 0:
             self.metrics.inc("samples_unwindowed", lost)
-        self.metrics.inc("gaps")
-        self.metrics.inc(f"gaps_{reason}")
         self._reset_state()
-
-    def _expected_t(self) -> float:
-        return self._t_ring + self._fill / self.rate_hz
 
     def _check_continuity(self, block: SampleBlock, now: float) -> bool:
         """False when the block must be dropped (a duplicate or out-of-order frame)."""
         if self.epoch is not None and block.epoch != self.epoch:
-            self.metrics.inc("reboots")
-            self.last_seq = None
+            self.last_seq = None  # a new epoch restarts the device's sequence numbers
             if self._fill:
                 self.reset("reboot")
         self.epoch = block.epoch
@@ -119,15 +119,17 @@ class DeviceStream:
                 self.metrics.inc("blocks_out_of_order")
                 return False
             if block.seq > self.last_seq + 1:
-                self.metrics.inc("frames_missed", block.seq - self.last_seq - 1)
+                self.metrics.inc("blocks_missing", block.seq - self.last_seq - 1)
                 if self._fill:
                     self.reset("seq")
         if block.seq is not None:
             self.last_seq = block.seq
         if self._fill and now - self.last_seen > self.settings.silence_s:
             self.reset("silence")
-        if self._fill and math.isfinite(block.t0) and math.isfinite(self._t_ring):
-            if abs(block.t0 - self._expected_t()) > self.settings.gap_tolerance_samples / self.rate_hz:
+        # Compared with the previous block, not with the segment's start: a device clock a few
+        # hundred ppm off its declared rate must not look like a gap after a minute.
+        if self._fill and math.isfinite(block.t0) and math.isfinite(self._next_t):
+            if abs(block.t0 - self._next_t) > self.settings.gap_tolerance_samples / self.rate_hz:
                 self.reset("time")
         return True
 
@@ -149,16 +151,19 @@ class DeviceStream:
         self.metrics.inc("samples_refused_rate", len(block))
         return False
 
-    def push(self, block: SampleBlock, stream: str) -> list[RawWindow]:
-        now = self._clock()
+    def push(self, block: SampleBlock, stream: str, at: float | None = None) -> list[RawWindow]:
+        now = self._clock() if at is None else at
         if not self._rate_ok(block, stream) or not self._check_continuity(block, now):
             self.last_seen = now
             return []
         self.last_seen = now
         samples = np.asarray(block.samples, dtype=np.float32)
         n = samples.shape[0]
-        if self._fill == 0:
-            self._t_ring = block.t0 if math.isfinite(block.t0) else time.time() - n / self.rate_hz
+        if math.isfinite(block.t0):
+            self._t_ring = block.t0 - self._fill / self.rate_hz  # re-anchored on the device clock every block
+            self._next_t = block.t0 + n / self.rate_hz
+        elif self._fill == 0:
+            self._t_ring = time.time() - n / self.rate_hz
         self._measure_rate(block, stream, n)
         out: list[RawWindow] = []
         pos = 0
@@ -231,7 +236,8 @@ class StreamTable:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def push(self, block: SampleBlock) -> list[RawWindow]:
+    def push(self, block: SampleBlock, at: float | None = None) -> list[RawWindow]:
+        """The windows this block completes; ``at`` is when its bytes arrived (``time.monotonic``)."""
         self.metrics.inc("blocks_in")
         self.metrics.inc("samples_in", len(block))
         if not in_shard(block.device_id, self._shard):
@@ -250,9 +256,14 @@ class StreamTable:
             stream = self._streams[block.device_id] = DeviceStream(
                 block.device_id, self.window, self.hop, self.rate_hz, self.settings, self.metrics, self._clock)
             log.info("stream %s: new device", self.pseudonym(block.device_id))
-        windows = stream.push(block, self.pseudonym(block.device_id))
+        windows = stream.push(block, self.pseudonym(block.device_id), at)
         self.metrics.inc("windows_cut", len(windows))
         return windows
+
+    def finish(self) -> None:
+        """At shutdown: count the samples of every stream that no window covered."""
+        for stream in self._streams.values():
+            stream.finish()
 
     def expire(self) -> None:
         """Forget devices silent for longer than ``idle_forget_s`` (bounded state on a long run)."""

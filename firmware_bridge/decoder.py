@@ -80,6 +80,11 @@ class FrameDecoder:
         """device id -> the latest HELLO of every device the decoder tracks."""
         return {dev: st.hello for dev, st in self._streams.items()}
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished frame held now (never more than ``max_frame``)."""
+        return len(self._buf)
+
     def last_heartbeat(self, device_id: str) -> Heartbeat | None:
         st = self._streams.get(device_id)
         return st.heartbeat if st else None
@@ -263,9 +268,9 @@ class FrameDecoder:
         return True
 
     def _warn_once(self, key: str, fmt: str, *args: object) -> None:
-        if key in self._warned:
+        # Bounded like everything else: past 1024 kinds of trouble the counters speak alone.
+        if key in self._warned or len(self._warned) >= 1024:
             log.debug(fmt, *args)
             return
-        if len(self._warned) < 1024:  # bounded like everything else
-            self._warned.add(key)
+        self._warned.add(key)
         log.warning(fmt, *args)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import binascii
 
+from firmware_bridge.errors import ProtocolError
+
 DELIMITER = 0x00
 CRC_INIT = 0xFFFF
 # A raw frame (body + CRC) of at most 254 bytes has no run of 255 non-zero bytes, so COBS
@@ -89,7 +91,8 @@ def frame(body: bytes | bytearray) -> bytes:
     """Wrap a message body into wire bytes: CRC (little-endian), COBS, delimiter."""
     raw = bytes(body) + crc16(body).to_bytes(2, "little")
     if len(raw) > MAX_RAW:
-        raise ValueError(f"frame body of {len(body)} bytes exceeds the protocol limit of {MAX_RAW - 2}")
+        raise ProtocolError(f"frame body of {len(body)} bytes exceeds the protocol limit of {MAX_RAW - 2}; "
+                            "send fewer samples per frame")
     return cobs_encode(raw) + b"\x00"
 
 

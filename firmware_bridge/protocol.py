@@ -139,7 +139,7 @@ class Heartbeat:
     seq: int  # the seq the next SAMPLES frame will carry
     t_us: int  # device clock now, same clock as SAMPLES.t_us
     tx_dropped: int = 0  # frames the device could not send (saturates at 65535)
-    status: int = 0  # bit 0: sensor read failed since the last heartbeat
+    status: int = 0  # bit 0: a sensor read failed, bit 1: a sample tick was missed (since the last heartbeat)
 
     def __post_init__(self) -> None:
         problems: list[str] = []

@@ -6,6 +6,9 @@ A :class:`Recording` is what a wearable would have sent: timestamps and raw samp
 
 CSV layout: a header ``t,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z`` (t in seconds), one row
 per sample. Lines starting with ``#`` are comments.
+
+Frame captures (``.imuf``): the raw bytes as a gateway received them on the wire, protocol
+frames with their delimiters (see PROTOCOL.md); decoded with the gateway's own decoder.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_bridge.blocks import SampleBlock
+from firmware_bridge.decoder import FrameDecoder
 from firmware_bridge.errors import RecordingError
 
 CSV_HEADER = ("t", "acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
@@ -101,3 +106,75 @@ def save_csv(recording: Recording, path: str | Path) -> Path:
     rows = np.column_stack([recording.t, recording.samples.astype(np.float64)])
     np.savetxt(path, rows, delimiter=",", header=",".join(CSV_HEADER), comments="", fmt="%.6f")
     return path
+
+
+FRAME_SUFFIX = ".imuf"
+_READ_CHUNK = 1 << 16
+
+
+def save_frames(frames, path: str | Path) -> Path:
+    """Write wire frames (an iterable of bytes, delimiters included) to a capture file."""
+    path = Path(path)
+    try:
+        with open(path, "wb") as fh:
+            for chunk in frames:
+                fh.write(chunk)
+    except OSError as exc:
+        raise RecordingError(f"{path}: cannot write ({exc})") from None
+    return path
+
+
+def read_frame_file(path: str | Path) -> tuple[list[SampleBlock], dict[str, int]]:
+    """Decode a capture file: its sample blocks and the decoder's counters."""
+    path = Path(path)
+    decoder = FrameDecoder()
+    blocks: list[SampleBlock] = []
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_READ_CHUNK):
+                blocks += decoder.feed(chunk)
+    except OSError as exc:
+        raise RecordingError(f"{path}: cannot read ({exc})") from None
+    return blocks, dict(decoder.counters)
+
+
+def load_frames(path: str | Path) -> list[SampleBlock]:
+    """The sample blocks of a capture file, gaps and reboots marked as the decoder saw them."""
+    blocks, counters = read_frame_file(path)
+    if not blocks:
+        raise RecordingError(f"{path}: no decodable samples ({_nonzero(counters)}); is it an .imuf capture?")
+    return blocks
+
+
+def load_frames_recording(path: str | Path, device_id: str | None = None) -> Recording:
+    """One device's samples of a capture as a :class:`Recording`.
+
+    Time restarts at a reboot; here it continues one sample period after the last sample of
+    the previous epoch, so ``t`` keeps increasing. Gaps inside an epoch stay gaps in ``t``."""
+    blocks = load_frames(path)
+    devices = sorted({b.device_id for b in blocks})
+    if device_id is None:
+        if len(devices) > 1:
+            raise RecordingError(f"{path}: holds {len(devices)} devices ({', '.join(devices)}); choose one")
+        device_id = devices[0]
+    mine = [b for b in blocks if b.device_id == device_id]
+    if not mine:
+        raise RecordingError(f"{path}: no device {device_id}; devices are {', '.join(devices)}")
+    rates = {b.rate_hz for b in mine}
+    if len(rates) > 1:
+        raise RecordingError(f"{path}: device {device_id} changed its rate ({sorted(rates)} Hz); split the capture")
+    rate = rates.pop()
+    times, offset, epoch, end = [], 0.0, mine[0].epoch, None
+    for b in mine:
+        if b.epoch != epoch and end is not None:
+            offset = end + 1.0 / rate - b.t0
+            epoch = b.epoch
+        t = b.t0 + offset + np.arange(len(b)) / rate
+        times.append(t)
+        end = float(t[-1])
+    return Recording(name=Path(path).stem, t=np.concatenate(times),
+                     samples=np.concatenate([b.samples for b in mine]).astype(np.float32), rate_hz=float(rate))
+
+
+def _nonzero(counters: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in counters.items() if v) or "empty"

@@ -89,15 +89,15 @@ def _graph(window: int, mode: str, input_name: str, output_name: str, acc_scale:
             helper.make_node("ReduceSum", ["gyro2", "axis1"], ["gyro_ss"], keepdims=1),
             helper.make_node("Sqrt", ["acc_ss"], ["acc_mag"]),
             helper.make_node("Sqrt", ["gyro_ss"], ["gyro_mag"]),
-            helper.make_node("Concat", ["acc_mag", "gyro_mag"], ["x"], axis=1),
+            helper.make_node("Concat", ["acc_mag", "gyro_mag"], ["chan"], axis=1),
         ]
     else:
-        nodes.append(helper.make_node("Identity", ["raw_g"], ["x"]))
+        nodes.append(helper.make_node("Identity", ["raw_g"], ["chan"]))
     nodes += [
-        helper.make_node("Sub", ["x", "mean"], ["xc"]),
+        helper.make_node("Sub", ["chan", "mean"], ["xc"]),
         helper.make_node("Div", ["xc", "std"], ["z"]),
-        helper.make_node("Conv", ["z", "conv_w", "conv_b"], ["y"], pads=[1, 1], kernel_shape=[3]),
-        helper.make_node("Mul", ["y", "std"], ["ys"]),
+        helper.make_node("Conv", ["z", "conv_w", "conv_b"], ["conv_out"], pads=[1, 1], kernel_shape=[3]),
+        helper.make_node("Mul", ["conv_out", "std"], ["ys"]),
         helper.make_node("Add", ["ys", "mean"], [output_name]),
     ]
     return helper.make_graph(

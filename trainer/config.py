@@ -68,8 +68,9 @@ class TrainConfig:
             problems.append(f"arch must be one of {list(ARCHES)}, got {self.arch!r}")
         if self.variant not in VARIANTS:
             problems.append(f"variant must be one of {list(VARIANTS)}, got {self.variant!r}")
-        if self.window < 8 or self.window % 4:
-            problems.append(f"window must be a multiple of 4 and at least 8, got {self.window}")
+        if self.window < 32 or self.window % 4:
+            # the latent is window / 4 long and EncReg needs at least 8 samples of it
+            problems.append(f"window must be a multiple of 4 and at least 32, got {self.window}")
         if not 0 < self.hop <= self.window:
             problems.append(f"hop must be in 1..window, got {self.hop}")
         for name in ("beta_i_enc", "beta_i_dec", "beta_a", "beta_d", "l2"):

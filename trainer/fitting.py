@@ -47,7 +47,7 @@ def fit_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * idx.numel()
+            loss_sum += loss.item() * idx.numel()
             count += idx.numel()
             if progress:
                 progress(1)

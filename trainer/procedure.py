@@ -102,7 +102,7 @@ class Procedure:
                     xb = x[idx].to(self.device)
                     mse = distortion_loss(self.model(xb), xb)
                     self._step(mse + self._l2())
-                    total, count = total + float(mse) * idx.numel(), count + idx.numel()
+                    total, count = total + mse.item() * idx.numel(), count + idx.numel()
                     bar.update(1)
             self.history["pretrain"].append({"epoch": epoch + 1, "mse": total / max(count, 1)})
             log.info("pretrain epoch %d: mse %.4f", epoch + 1, total / max(count, 1))
@@ -204,7 +204,7 @@ class Procedure:
                     if online:
                         self._online_updates(online, z.detach(), xp.detach(), ub, ab)
                     for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + float(v) * idx.numel()
+                        sums[k] = sums.get(k, 0.0) + v.item() * idx.numel()
                     count += idx.numel()
                     bar.update(1)
             record = {"round": r, "epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}}

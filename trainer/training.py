@@ -69,9 +69,13 @@ def _set_threads(threads: int | None) -> None:
 
 
 def train(config: TrainConfig, out_dir: Path, resume: bool = False, *, progress: bool | None = None,
-          device: str = "cpu", threads: int | None = None) -> TrainedRun:
+          device: str = "cpu", threads: int | None = None, max_phases: int | None = None) -> TrainedRun | None:
     """Train an anonymiser; writes RUN_DIR/config.json, checkpoint.pt, history.json and
-    model.pt, and returns the loaded run."""
+    model.pt, and returns the loaded run.
+
+    ``max_phases`` pauses after that many phases (raw reference, pre-training, each round)
+    with a checkpoint and returns None; ``resume=True`` continues from there to the same
+    weights an uninterrupted run reaches (time-boxed training on a shared machine)."""
     out_dir = Path(out_dir)
     state = _check_out_dir(out_dir, config, resume)
     if state is not None and state["history"].get("finished") and (out_dir / MODEL_FILE).is_file():
@@ -89,18 +93,29 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, *, progress:
     write_json(out_dir / CONFIG_FILE, config.to_dict())
     elapsed = float(proc.history.get("wall_s", 0.0))
 
-    def checkpoint() -> None:
+    phases = 0
+
+    def checkpoint() -> bool:
+        """Save; True when the phase budget says to pause here."""
+        nonlocal phases
         proc.history["wall_s"] = elapsed + time.monotonic() - started
         save_torch(out_dir / CHECKPOINT_FILE, {**proc.state(), "config": config.to_dict()})
         write_json(out_dir / HISTORY_FILE, proc.history)
+        phases += 1
+        if max_phases is not None and phases >= max_phases and not proc.history.get("finished"):
+            log.info("%s: paused after %d phases; continue with --resume", out_dir, phases)
+            return True
+        return False
 
     h = proc.history
     if h["raw"] is None:
         proc.measure_raw()
-        checkpoint()
+        if checkpoint():
+            return None
     if not h["pretrained"]:
         proc.pretrain()
-        checkpoint()
+        if checkpoint():
+            return None
     while h["stopped"] is None:
         val = proc.fit_regularisers_and_measure()
         if proc.converged(val):
@@ -109,7 +124,8 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, *, progress:
             h["stopped"] = f"ran all {config.rounds} rounds"
         else:
             proc.train_round()
-        checkpoint()
+        if checkpoint() and h["stopped"] is None:
+            return None
     best_round = h["best_round"]
     if proc.best_state is not None:
         proc.model.load_state_dict(proc.best_state)

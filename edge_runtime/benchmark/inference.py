@@ -82,3 +82,45 @@ def variant_paths(model: str | Path, precision: str, int8: str | Path | None = N
         if sibling.is_file():
             found["int8"] = sibling
     return found
+
+
+TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "torch_eager.py"
+
+
+def torch_unavailable() -> str | None:
+    """Why the torch eager reference cannot run here, or None when it can."""
+    import importlib.util
+
+    missing = [name for name in ("torch", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed (the gateway install has neither; pip install 'imu-anon[train]')"
+    if not TORCH_SCRIPT.is_file():
+        return f"{TORCH_SCRIPT} not found (the reference script ships with the source checkout)"
+    return None
+
+
+def measure_torch(path: str | Path, *, cpu: int | None, quick: bool, peak_gflops: float | None,
+                  flops_per_window: int, timeout_s: float = 300.0) -> dict:
+    """The torch eager reference, in its own single-threaded subprocess so torch never enters
+    the runtime's process. Raises EdgeRuntimeError with the reason when it cannot run."""
+    import subprocess
+    import sys
+
+    from edge_runtime.benchmark.device import single_thread_env
+    from edge_runtime.errors import EdgeRuntimeError
+
+    cmd = [sys.executable, str(TORCH_SCRIPT), str(path)] + (["--cpu", str(cpu)] if cpu is not None else [])
+    cmd += ["--quick"] if quick else []
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=single_thread_env())
+    except subprocess.TimeoutExpired:
+        raise EdgeRuntimeError(f"the torch reference took over {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise EdgeRuntimeError(f"the torch reference failed: {tail[0]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "skipped" in result:
+        raise EdgeRuntimeError(result["skipped"])
+    out = with_flops(result, flops_per_window, peak_gflops)
+    out.update(model=str(path), precision="fp32", runner="torch eager (the exported graph, op by op)")
+    return out

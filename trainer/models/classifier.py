@@ -19,9 +19,14 @@ class Classifier(nn.Module):
         layers: list[nn.Module] = []
         cin = channels
         for _ in range(2):
-            kernel = 5 if length >= 10 else 3
-            layers += [nn.Conv1d(cin, filters, kernel), nn.ReLU(), nn.MaxPool1d(2), nn.Dropout(0.25)]
-            length = (length - kernel + 1) // 2
+            # the paper's 5-sample kernels; shorter ones on short inputs (a small latent)
+            kernel = 5 if length >= 10 else 3 if length >= 6 else 1
+            layers += [nn.Conv1d(cin, filters, kernel), nn.ReLU()]
+            length -= kernel - 1
+            if length >= 2:
+                layers.append(nn.MaxPool1d(2))
+                length //= 2
+            layers.append(nn.Dropout(0.25))
             cin = filters
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(

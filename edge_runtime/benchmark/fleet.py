@@ -1,0 +1,160 @@
+"""Simulated wearables for the capacity run: real wire frames, played at real time.
+
+Every wearable is the firmware bridge's own :class:`~firmware_bridge.simulator.Simulator`
+(HELLO, SAMPLES of int16 counts, HEARTBEAT; 10 samples a frame at 50 Hz), run ahead of time
+on an injected clock so the frames and their device times are known before the measurement
+starts: encoding must not eat into the core being measured. :class:`FleetSource` then hands
+each frame to the pipeline's inbox when it is due, as a serial or MQTT reader thread would,
+with ``Received.at`` set to the moment the frame was due, so a pipeline that falls behind
+shows it in its sample-to-publish latency instead of hiding it in a queue.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime.benchmark.workload import synthetic_samples
+from edge_runtime.decode import Received
+from edge_runtime.sources import Inbox, Source
+from firmware_bridge.recordings import DEFAULT_HAPT, HAPT_RATE_HZ, Recording
+from firmware_bridge.simulator import Simulator, SimulatorConfig
+
+log = logging.getLogger(__name__)
+
+FIRST_DEVICE_ID = 0x494D5542454E0000  # "IMUBEN" + index: obviously not a hardware serial
+# Wearables share decoders in groups, as devices behind one radio dongle or serial link do;
+# it also keeps the number of origins under the decoder table's bound for any fleet size.
+ORIGINS = 256
+SOURCE_USERS = 8  # distinct HAPT users whose signals the fleet replays (at different offsets)
+
+
+@functools.lru_cache(maxsize=1)
+def _base_signals() -> tuple[np.ndarray, ...]:
+    """A few long real recordings (loaded once: the npz is read whole each time)."""
+    try:
+        with np.load(DEFAULT_HAPT) as data:
+            signals, users, sessions = data["signals"], data["user"], data["session"]
+        out = []
+        for user in sorted(set(users.tolist()))[:SOURCE_USERS]:
+            mine = np.flatnonzero(users == user)
+            first = mine[sessions[mine] == sessions[mine][0]]
+            out.append(np.ascontiguousarray(signals[first], dtype=np.float32))
+        return tuple(out)
+    except (OSError, KeyError, ValueError) as exc:
+        log.info("bundled HAPT data not usable (%s); the fleet plays a synthetic walk", exc)
+        return (synthetic_samples(int(600 * HAPT_RATE_HZ)),)
+
+
+@dataclass(frozen=True, slots=True)
+class WearableFrames:
+    device_id: int
+    t_dev: np.ndarray  # float64 [F]: device time at which each frame leaves the wearable
+    frames: tuple[bytes, ...]
+    samples: int  # SAMPLES values sent
+
+
+class Fleet:
+    """Pre-encoded frames of wearables 0..n-1 for ``duration_s`` device seconds each (cached)."""
+
+    def __init__(self, duration_s: float, rate_hz: float = HAPT_RATE_HZ) -> None:
+        self.duration_s, self.rate_hz = duration_s, rate_hz
+        self._wearables: list[WearableFrames] = []
+
+    def __len__(self) -> int:
+        return len(self._wearables)
+
+    def wearables(self, n: int) -> list[WearableFrames]:
+        while len(self._wearables) < n:
+            self._wearables.append(self._simulate(len(self._wearables)))
+        return self._wearables[:n]
+
+    def _simulate(self, index: int) -> WearableFrames:
+        bases = _base_signals()
+        base = bases[index % len(bases)]
+        n = int(round(self.duration_s * self.rate_hz))
+        span = max(1, base.shape[0] - n)
+        offset = (index // len(bases)) * 997 % span  # a different stretch of the signal per wearable
+        samples = base[offset:offset + n]
+        if samples.shape[0] < n:
+            samples = np.resize(samples, (n, 6))
+        rec = Recording(name=f"bench-{index}", t=np.arange(n, dtype=np.float64) / self.rate_hz,
+                        samples=samples, rate_hz=self.rate_hz)
+        clock = [0.0]
+        sent: list[tuple[float, bytes]] = []
+
+        def send(frame: bytes) -> bool:
+            sent.append((clock[0], frame))
+            return True
+
+        def advance(seconds: float) -> None:
+            clock[0] += seconds
+
+        device_id = FIRST_DEVICE_ID + index
+        summary = Simulator(rec, SimulatorConfig(device_id=device_id, clock_start_us=(index * 7919) % 1_000_000),
+                            send, clock=lambda: clock[0], sleep=advance).run()
+        return WearableFrames(device_id=device_id, t_dev=np.array([t for t, _ in sent]),
+                              frames=tuple(f for _, f in sent), samples=summary.samples_sent)
+
+
+def expected_windows(samples: int, window: int, hop: int) -> int:
+    return 0 if samples < window else (samples - window) // hop + 1
+
+
+class FleetSource(Source):
+    """Plays ``wearables`` into the inbox at real time, spread evenly over one frame period.
+
+    ``Inbox.offer`` as the live sources use it: a full inbox drops the frame and counts it.
+    """
+
+    live = False  # finite: the pipeline drains and returns once every frame has been handed over
+
+    def __init__(self, wearables: list[WearableFrames], frame_period_s: float, lead_s: float = 0.2) -> None:
+        super().__init__()
+        self.name = f"bench-fleet-{len(wearables)}"
+        n = max(1, len(wearables))
+        phase = np.arange(len(wearables)) * (frame_period_s / n)
+        due = [w.t_dev + phase[i] for i, w in enumerate(wearables)]
+        owner = [np.full(len(w.frames), i) for i, w in enumerate(wearables)]
+        index = [np.arange(len(w.frames)) for w in wearables]
+        due_all = np.concatenate(due) if due else np.zeros(0)
+        order = np.argsort(due_all, kind="stable")
+        self._due = due_all[order]
+        self._owner = np.concatenate(owner)[order] if owner else np.zeros(0, dtype=int)
+        self._index = np.concatenate(index)[order] if index else np.zeros(0, dtype=int)
+        self._wearables = wearables
+        self._lead_s = lead_s
+        self.offered = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.max_lateness_s = 0.0  # how far behind schedule the feeder itself got
+        self.cpu_s = 0.0  # this thread's CPU time: what a reader thread would cost
+
+    @property
+    def schedule_s(self) -> float:
+        return float(self._due[-1]) if self._due.size else 0.0
+
+    def _run(self, inbox: Inbox) -> None:
+        origins = [f"bench:{k}" for k in range(ORIGINS)]
+        t0 = time.monotonic() + self._lead_s
+        self.started_at = t0
+        # Python lists: indexing numpy scalars one by one costs more than the work being measured.
+        due, owner, index = self._due.tolist(), self._owner.tolist(), self._index.tolist()
+        wearables, total, i = self._wearables, len(due), 0
+        while i < total and not self._stop.is_set():
+            now = time.monotonic()
+            while i < total and t0 + due[i] <= now:
+                w = owner[i]
+                at = t0 + due[i]
+                inbox.offer(Received(origins[w % ORIGINS], wearables[w].frames[index[i]], "frames", at=at))
+                self.max_lateness_s = max(self.max_lateness_s, now - at)
+                i += 1
+            if i < total:
+                time.sleep(min(0.005, max(0.0, t0 + due[i] - time.monotonic())))
+        self.offered = i
+        self.finished_at = time.monotonic()
+        self.cpu_s = time.thread_time()

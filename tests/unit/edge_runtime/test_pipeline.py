@@ -1,0 +1,102 @@
+"""The whole data path in-process: frames in, the model's own numbers out, per device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from model_factory import reference_output
+from runtime_helpers import as_decoded, device_name, frames_for, signal
+
+from edge_runtime import config
+from edge_runtime.gateway import open_gateway
+from edge_runtime.pseudonym import Pseudonymiser, load_or_create_secret
+from edge_runtime.windowing import sliding_windows
+
+W, HOP = 128, 64
+DEV_A, DEV_B = 0x1111222233334444, 0x5555666677778888
+
+
+def gateway_config(tmp_path: Path, model: Path, **sections) -> config.GatewayConfig:
+    values = {"model": {"path": str(model)},
+              "pipeline": {"sources": ["loop:test"], "sinks": [f"file:{tmp_path / 'out.jsonl'}"], "max_wait_ms": 5},
+              "privacy": {"secret_file": str(tmp_path / "key")}, "metrics": {"interval_s": 0}}
+    for name, over in sections.items():
+        values.setdefault(name, {}).update(over)
+    return config.build(values)
+
+
+def expected_windows(samples: np.ndarray) -> np.ndarray:
+    raw = np.ascontiguousarray(sliding_windows(as_decoded(samples), W, HOP))
+    return reference_output(raw)
+
+
+def run_frames(cfg: config.GatewayConfig, frames: list[bytes]):
+    with open_gateway(cfg) as pipeline:
+        source = pipeline.sources[0]
+        for frame in frames:
+            source.feed(frame)
+        source.end()
+        summary = pipeline.run()
+    return summary, pipeline
+
+
+def test_two_interleaved_devices_get_their_own_windows_with_the_models_numbers(tmp_path: Path, onnx_model: Path) -> None:
+    a, b = signal(700, seed=1), signal(700, seed=2, offset=0.3)
+    fa, fb = frames_for(a, DEV_A), frames_for(b, DEV_B)
+    interleaved = [f for pair in zip(fa, fb) for f in pair]
+    cfg = gateway_config(tmp_path, onnx_model)
+    summary, _ = run_frames(cfg, interleaved)
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    pseudonym = Pseudonymiser(load_or_create_secret(tmp_path / "key"))
+    for device, samples in ((DEV_A, a), (DEV_B, b)):
+        mine = [r for r in rows if r["stream"] == pseudonym(device_name(device))]
+        expected = expected_windows(samples)
+        assert len(mine) == len(expected) == (700 - W) // HOP + 1
+        assert [r["index"] for r in mine] == list(range(len(mine)))
+        np.testing.assert_allclose(np.array([r["values"] for r in mine]), expected, atol=2e-5)
+        assert mine[1]["t0"] == pytest.approx(HOP / 50.0)
+    assert summary.counters["windows_anonymised"] == 2 * len(expected_windows(a))
+    assert summary.counters["frames_corrupt"] == 0 and summary.counters.get("gaps", 0) == 0
+
+
+def test_no_device_id_reaches_the_output(tmp_path: Path, onnx_model: Path) -> None:
+    run_frames(gateway_config(tmp_path, onnx_model), frames_for(signal(300, seed=3), DEV_A))
+    text = (tmp_path / "out.jsonl").read_text()
+    assert text and device_name(DEV_A) not in text and str(DEV_A) not in text
+
+
+def test_a_lost_frame_splits_the_stream_into_segments(tmp_path: Path, onnx_model: Path) -> None:
+    samples = signal(800, seed=4)
+    frames = frames_for(samples, DEV_A, hello_every=1000)
+    del frames[1 + 40]  # SAMPLES frame 40 carries samples 320..327
+    summary, _ = run_frames(gateway_config(tmp_path, onnx_model), frames)
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["segment"] for r in rows].count(0) == (320 - W) // HOP + 1
+    second = [r for r in rows if r["segment"] == 1]
+    np.testing.assert_allclose(np.array([r["values"] for r in second]), expected_windows(samples[328:]), atol=2e-5)
+    assert summary.counters["gaps_seq"] == 1 and summary.counters["frames_missing"] == 1
+
+
+def test_tail_stitching_publishes_each_sample_once(tmp_path: Path, onnx_model: Path) -> None:
+    samples = signal(640, seed=5)
+    cfg = gateway_config(tmp_path, onnx_model, publish={"stitch": "tail"})
+    run_frames(cfg, frames_for(samples, DEV_A))
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    stream = np.concatenate([np.array(r["values"]) for r in rows], axis=1)
+    assert stream.shape == (2, 640)  # (640 - 128) is a multiple of the hop: every sample, once
+    expected = expected_windows(samples)
+    np.testing.assert_allclose(stream[:, :W], expected[0], atol=2e-5)
+    np.testing.assert_allclose(stream[:, W:W + HOP], expected[1][:, -HOP:], atol=2e-5)
+    assert [r["t0"] for r in rows[:3]] == pytest.approx([0.0, W / 50, (W + HOP) / 50])
+
+
+def test_windows_are_batched_across_devices(tmp_path: Path, onnx_model: Path) -> None:
+    streams = [signal(256, seed=10 + i) for i in range(8)]
+    frames = [f for group in zip(*[frames_for(s, DEV_A + i) for i, s in enumerate(streams)]) for f in group]
+    cfg = gateway_config(tmp_path, onnx_model, pipeline={"max_batch": 8, "max_wait_ms": 1000})
+    summary, _ = run_frames(cfg, frames)
+    assert summary.counters["windows_anonymised"] == 8 * 3
+    assert summary.counters["inferences"] == 3  # each inference took one window of every device

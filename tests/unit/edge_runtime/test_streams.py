@@ -1,0 +1,201 @@
+"""Per-device streams: training-identical windows, never mixed, reset at every gap."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from edge_runtime.errors import ConfigError
+from edge_runtime.metrics import Metrics
+from edge_runtime.streams import StreamSettings, StreamTable, in_shard
+from edge_runtime.windowing import sliding_windows
+from firmware_bridge.blocks import SampleBlock
+
+W, HOP, RATE = 128, 64, 50.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def table(clock: Clock | None = None, **settings) -> tuple[StreamTable, Metrics]:
+    metrics = Metrics()
+    return StreamTable(W, HOP, RATE, StreamSettings(**settings), metrics, lambda d: f"s-{d}", clock or Clock()), metrics
+
+
+def blocks_of(samples: np.ndarray, device: str, sizes: list[int], seq0: int = 0, t_first: float = 0.0,
+              epoch: int = 0, rate: float = RATE) -> list[SampleBlock]:
+    out, start = [], 0
+    for k, size in enumerate(sizes):
+        chunk = samples[start:start + size]
+        if len(chunk) == 0:
+            break
+        out.append(SampleBlock(device_id=device, seq=seq0 + k, epoch=epoch, t0=t_first + start / rate, rate_hz=rate,
+                               samples=chunk))
+        start += size
+    return out
+
+
+def ramp(n: int, base: float = 0.0) -> np.ndarray:
+    return (base + np.arange(n * 6, dtype=np.float32).reshape(n, 6) / 1000).astype(np.float32)
+
+
+def test_windows_equal_the_training_windows_whatever_the_block_sizes() -> None:
+    samples = ramp(1000)
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 300, 40).tolist()
+    streams, metrics = table()
+    windows = [w for b in blocks_of(samples, "A", sizes) for w in streams.push(b)]
+    expected = sliding_windows(samples[:sum(sizes)], W, HOP)
+    assert len(windows) == len(expected) == (min(sum(sizes), 1000) - W) // HOP + 1
+    for w, e in zip(windows, expected):
+        np.testing.assert_array_equal(w.samples, e)
+    assert [w.index for w in windows] == list(range(len(windows)))
+    assert [w.t0 for w in windows] == pytest.approx([i * HOP / RATE for i in range(len(windows))])
+    assert metrics.get("windows_cut") == len(windows) and metrics.get("gaps") == 0
+
+
+def test_one_huge_block_is_cut_through_a_bounded_ring() -> None:
+    samples = ramp(20_000)
+    streams, _ = table()
+    windows = streams.push(SampleBlock(device_id="A", seq=0, epoch=0, t0=0.0, rate_hz=RATE, samples=samples))
+    assert len(windows) == (20_000 - W) // HOP + 1
+    np.testing.assert_array_equal(windows[-1].samples, sliding_windows(samples, W, HOP)[-1])
+    assert streams._streams["A"]._ring.shape == (2 * W, 6)
+
+
+def test_two_interleaved_devices_never_share_a_window() -> None:
+    a, b = ramp(600, base=1.0), -ramp(600, base=1.0)
+    streams, _ = table()
+    out = []
+    for block_a, block_b in zip(blocks_of(a, "A", [25] * 24), blocks_of(b, "B", [25] * 24)):
+        out += streams.push(block_a) + streams.push(block_b)
+    by_device = {"A": [w for w in out if w.device_id == "A"], "B": [w for w in out if w.device_id == "B"]}
+    assert len(by_device["A"]) == len(by_device["B"]) == (600 - W) // HOP + 1
+    for device, source in (("A", a), ("B", b)):
+        for w, e in zip(by_device[device], sliding_windows(source, W, HOP)):
+            np.testing.assert_array_equal(w.samples, e)
+            assert w.stream == f"s-{device}"
+    assert all((w.samples > 0).all() for w in by_device["A"]) and all((w.samples < 0).all() for w in by_device["B"])
+
+
+def test_a_skipped_sequence_number_starts_a_new_segment() -> None:
+    samples = ramp(500)
+    blocks = blocks_of(samples, "A", [50] * 10)
+    del blocks[3]  # samples 150..199 lost on the way
+    streams, metrics = table()
+    windows = [w for b in blocks for w in streams.push(b)]
+    first = [w for w in windows if w.segment == 0]
+    second = [w for w in windows if w.segment == 1]
+    assert len(first) == 1 and len(second) == (300 - W) // HOP + 1
+    np.testing.assert_array_equal(second[0].samples, samples[200:200 + W].T)
+    assert second[0].index == 0 and second[0].t0 == pytest.approx(200 / RATE)
+    assert metrics.get("gaps_seq") == 1 and metrics.get("blocks_missing") == 1
+    assert metrics.get("samples_unwindowed") == 150 - W  # 22 samples of segment 0 in no window
+
+
+def test_a_timestamp_jump_starts_a_new_segment_even_with_consecutive_sequence_numbers() -> None:
+    samples = ramp(400)
+    blocks = blocks_of(samples, "A", [100] * 4)
+    late = blocks[2]
+    blocks[2] = SampleBlock(device_id="A", seq=late.seq, epoch=0, t0=late.t0 + 1.0, rate_hz=RATE, samples=late.samples)
+    blocks[3] = SampleBlock(device_id="A", seq=blocks[3].seq, epoch=0, t0=blocks[3].t0 + 1.0, rate_hz=RATE,
+                            samples=blocks[3].samples)
+    streams, metrics = table()
+    windows = [w for b in blocks for w in streams.push(b)]
+    assert metrics.get("gaps_time") == 1
+    assert {w.segment for w in windows} == {0, 1}
+    assert all(not (w.segment == 0 and w.t0 + W / RATE > 200 / RATE + 1e-9) for w in windows)
+
+
+def test_a_reboot_starts_a_new_segment_and_restarts_sequence_numbers() -> None:
+    samples = ramp(400)
+    before = blocks_of(samples[:200], "A", [50] * 4, seq0=100)
+    after = blocks_of(samples[200:], "A", [50] * 4, seq0=0, epoch=1, t_first=0.0)
+    streams, metrics = table()
+    windows = [w for b in before + after for w in streams.push(b)]
+    assert metrics.get("gaps_reboot") == 1 and metrics.get("blocks_out_of_order") == 0
+    assert [w.segment for w in windows] == [0, 0, 1, 1]
+
+
+def test_duplicates_and_late_frames_are_dropped_and_counted() -> None:
+    samples = ramp(300)
+    blocks = blocks_of(samples, "A", [50] * 6)
+    streams, metrics = table()
+    windows = []
+    for b in blocks[:3] + [blocks[1]] + blocks[3:]:
+        windows += streams.push(b)
+    assert metrics.get("blocks_out_of_order") == 1 and metrics.get("gaps") == 0
+    for w, e in zip(windows, sliding_windows(samples, W, HOP)):
+        np.testing.assert_array_equal(w.samples, e)
+
+
+def test_silence_longer_than_the_limit_starts_a_new_segment() -> None:
+    clock = Clock()
+    streams, metrics = table(clock, silence_s=2.0)
+    samples = ramp(200)
+    streams.push(SampleBlock(device_id="A", seq=None, epoch=0, t0=math.nan, rate_hz=RATE, samples=samples[:100]))
+    clock.now += 5.0
+    windows = streams.push(SampleBlock(device_id="A", seq=None, epoch=0, t0=math.nan, rate_hz=RATE, samples=samples[100:]))
+    assert windows == [] and metrics.get("gaps_silence") == 1
+
+
+def test_a_device_at_another_rate_is_refused_with_one_clear_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    streams, metrics = table()
+    samples = ramp(400)
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.streams"):
+        for b in blocks_of(samples, "A", [100] * 4, rate=100.0):
+            assert streams.push(b) == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert "declares 100 Hz but the model needs 50 Hz" in lines[0] and "s-A" in lines[0]
+    assert metrics.get("samples_refused_rate") == 400
+    assert len([w for b in blocks_of(samples, "A", [100] * 4, seq0=10) for w in streams.push(b)]) == 5
+
+
+def test_new_devices_beyond_the_limit_are_refused_and_counted() -> None:
+    streams, metrics = table(max_devices=2)
+    for device in ("A", "B", "C"):
+        streams.push(SampleBlock(device_id=device, seq=0, epoch=0, t0=0.0, rate_hz=RATE, samples=ramp(10)))
+    assert len(streams) == 2 and metrics.get("samples_refused_devices") == 10
+
+
+def test_idle_devices_are_forgotten_so_new_ones_fit() -> None:
+    clock = Clock()
+    streams, _ = table(clock, max_devices=1, idle_forget_s=60.0)
+    streams.push(SampleBlock(device_id="A", seq=0, epoch=0, t0=0.0, rate_hz=RATE, samples=ramp(10)))
+    clock.now += 61
+    streams.push(SampleBlock(device_id="B", seq=0, epoch=0, t0=0.0, rate_hz=RATE, samples=ramp(10)))
+    assert list(streams._streams) == ["B"]
+
+
+def test_a_shard_keeps_only_its_devices_and_every_device_has_exactly_one_shard() -> None:
+    devices = [f"{i:016x}" for i in range(200)]
+    owners = [[k for k in range(3) if in_shard(d, (k, 3))] for d in devices]
+    assert all(len(o) == 1 for o in owners)
+    assert {o[0] for o in owners} == {0, 1, 2}
+    streams, metrics = table(shard="1/3")
+    for d in devices[:30]:
+        streams.push(SampleBlock(device_id=d, seq=0, epoch=0, t0=0.0, rate_hz=RATE, samples=ramp(5)))
+    assert len(streams) == sum(1 for o in owners[:30] if o == [1])
+    with pytest.raises(ConfigError, match="k/n"):
+        StreamSettings(shard="3")
+
+
+def test_the_measured_rate_is_compared_with_the_models(caplog: pytest.LogCaptureFixture) -> None:
+    streams, metrics = table(drift_min_s=10.0)
+    samples = ramp(1500)
+    fast = 52.0  # the device's clock says 52 samples a second while it declares 50
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.streams"):
+        for k, start in enumerate(range(0, 1500, 26)):
+            streams.push(SampleBlock(device_id="A", seq=k, epoch=0, t0=start / fast, rate_hz=RATE,
+                                     samples=samples[start:start + 26]), )
+    assert any("measured 52.000 Hz, 4.00% off" in r.getMessage() for r in caplog.records)
+    assert "imu_anon_stream_drift_ppm{stream=\"s-A\"} 40000" in metrics.prometheus()

@@ -1,0 +1,1 @@
+"""Sub-commands of the trainer (``imu-anon train``, ``imu-anon evaluate``)."""
