@@ -48,7 +48,8 @@ class InferenceSettings:
         for name in ("intra_op_threads", "inter_op_threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"inference {name} must be an integer >= 0 (0 lets onnxruntime choose), got {value!r}")
+                raise ConfigError(f"inference {name} must be an integer >= 0 (0 lets onnxruntime choose), "
+                                  f"got {value!r}")
         if self.graph_optimisation not in _OPT_LEVELS:
             raise ConfigError(
                 f"inference graph_optimisation must be one of {', '.join(_OPT_LEVELS)}, got {self.graph_optimisation!r}"
@@ -78,7 +79,8 @@ def _signature_problems(session: ort.InferenceSession, card: ModelCard) -> list[
     problems: list[str] = []
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != [INPUT_NAME]:
-        problems.append(f"the graph must have exactly one input named {INPUT_NAME!r}, it has {[i.name for i in inputs]}")
+        names = [i.name for i in inputs]
+        problems.append(f"the graph must have exactly one input named {INPUT_NAME!r}, it has {names}")
     else:
         i = inputs[0]
         if i.type != "tensor(float)":
@@ -94,7 +96,8 @@ def _signature_problems(session: ort.InferenceSession, card: ModelCard) -> list[
             if not _is_dynamic(shape[2]) and shape[2] != card.window:
                 problems.append(f"input {INPUT_NAME!r} has {shape[2]} samples but the card says window {card.window}")
     if [o.name for o in outputs] != [OUTPUT_NAME]:
-        problems.append(f"the graph must have exactly one output named {OUTPUT_NAME!r}, it has {[o.name for o in outputs]}")
+        names = [o.name for o in outputs]
+        problems.append(f"the graph must have exactly one output named {OUTPUT_NAME!r}, it has {names}")
     else:
         o = outputs[0]
         shape = list(o.shape)
@@ -125,7 +128,8 @@ class Anonymiser:
         self._to_model_units = np.array([1.0 / card.acc_scale_to_g] * 3 + [1.0] * 3, dtype=np.float32)[:, None]
 
     @classmethod
-    def open(cls, path: str | Path, settings: InferenceSettings = InferenceSettings(), verify: bool = True) -> "Anonymiser":
+    def open(cls, path: str | Path, settings: InferenceSettings = InferenceSettings(),
+             verify: bool = True) -> "Anonymiser":
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file; pass the .onnx written by 'imu-anon export'")
@@ -163,8 +167,8 @@ class Anonymiser:
             raise ModelFileError(f"{self._path}: the graph fails on a test window ({str(exc)[:200]})") from None
         expected = (1, self._card.channels, self._card.window)
         if out.shape != expected:
-            raise ModelCardError([f"the graph returns {list(out.shape)} for one window, the card implies {list(expected)}"],
-                                 source=str(self._path))
+            raise ModelCardError([f"the graph returns {list(out.shape)} for one window, "
+                                  f"the card implies {list(expected)}"], source=str(self._path))
 
     @property
     def card(self) -> ModelCard:

@@ -48,7 +48,8 @@ class PipelineSettings:
             raise ConfigError("no source: pass --source URL (e.g. serial:///dev/ttyUSB0, mqtt://127.0.0.1/imu/+/raw) "
                               "or set [pipeline] sources")
         if not self.sinks:
-            raise ConfigError("no sink: pass --sink URL (e.g. mqtt://127.0.0.1/imu/anon/{stream}, file:out.jsonl, stdout:)")
+            raise ConfigError("no sink: pass --sink URL (e.g. mqtt://127.0.0.1/imu/anon/{stream}, "
+                              "file:out.jsonl, stdout:)")
         if not (isinstance(self.max_batch, int) and self.max_batch > 0):
             raise ConfigError(f"pipeline.max_batch must be a positive integer, got {self.max_batch!r}")
         if not self.max_wait_ms >= 0:
@@ -171,7 +172,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
-def build(file_values: Mapping[str, Any] | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> GatewayConfig:
+def build(file_values: Mapping[str, Any] | None = None,
+          overrides: Mapping[str, Mapping[str, Any]] | None = None) -> GatewayConfig:
     """defaults < ``file_values`` (parsed TOML) < ``overrides`` ({section: {key: value}})."""
     merged = _merge([file_values or {}, overrides or {}])
     sections = {name: cls(**merged.get(name, {})) for name, cls in SECTIONS.items()}
@@ -185,20 +187,26 @@ def add_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> 
             continue
         many = dest.startswith("pipeline.")
         parser.add_argument(f"--{alias}", dest=dest, action="append" if many else "store", default=None,
-                            help=f"same as --{dest.replace('.', '-').replace('_', '-')}" + (" (repeatable)" if many else ""))
+                            metavar="URL" if many else "FILE.onnx",
+                            help=f"{dest} of the configuration file"
+                            + (" (repeatable; replaces the file's list)" if many else ""))
     group = parser.add_argument_group("configuration keys (each also settable in the TOML file)")
     for section, cls in SECTIONS.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         for key, kind in _fields(cls).items():
             dest = f"{section}.{key}"
             if dest in ALIASES.values():
                 continue
             flag = f"--{section}-{key}".replace("_", "-")
+            default = defaults[key]
+            shown = "" if default is dataclasses.MISSING else f"{section}.{key}, default {default!r}"
             if kind is bool:
-                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None)
+                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=shown)
             elif typing.get_origin(kind) is tuple:
-                group.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE")
+                group.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE",
+                                   help=shown + " (repeatable)")
             else:
-                group.add_argument(flag, dest=dest, default=None, metavar=kind.__name__.upper())
+                group.add_argument(flag, dest=dest, default=None, metavar=kind.__name__.upper(), help=shown)
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

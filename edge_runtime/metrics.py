@@ -20,6 +20,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+MAX_GAUGES = 512
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -64,7 +65,10 @@ class Metrics:
 
     def gauge(self, name: str, value: float, stream: str = "") -> None:
         with self._lock:
+            self._gauges.pop((name, stream), None)
             self._gauges[(name, stream)] = float(value)
+            while len(self._gauges) > MAX_GAUGES:  # rotated pseudonyms must not grow this for months
+                del self._gauges[next(iter(self._gauges))]
 
     def forget_stream(self, stream: str) -> None:
         with self._lock:
@@ -90,8 +94,8 @@ class Metrics:
         self.histograms[histogram].observe(value)
 
     def summary(self, previous: Mapping[str, int] | None = None) -> str:
-        """One line: every counter (with the change since ``previous``) and latency percentiles."""
-        now = self.snapshot()
+        """One line: every non-zero counter (with the change since ``previous``) and latency percentiles."""
+        now = {k: v for k, v in self.snapshot().items() if v}  # the decoders list every counter, even at 0
         parts = []
         for name in sorted(now):
             delta = now[name] - (previous or {}).get(name, 0)

@@ -127,7 +127,7 @@ class MqttSink(Sink):
         client = self._client
         if client is None:
             return
-        self.flush()
+        self.flush(timeout=1.0)  # the pipeline flushed already (a bounded wait); this is the last try
         if client.is_connected():
             info = client.publish(self.status_topic, self._status("offline", self.fmt, self.topic), qos=1, retain=True)
             try:

@@ -52,7 +52,7 @@ def encode(window: AnonymisedWindow, fmt: str = "json") -> bytes:
     if fmt == "binary":
         stream = window.stream.encode("ascii")
         head = _HEAD.pack(MAGIC, len(window.channels), len(stream), window.samples, window.segment & 0xFFFFFFFF,
-                          window.index & 0xFFFFFFFF, window.t0, window.rate_hz, window.model.encode("ascii")[:12].ljust(12))
+                          window.index & 0xFFFFFFFF, window.t0, window.rate_hz, window.model.encode("ascii")[:12])
         return head + stream + np.ascontiguousarray(window.values, dtype="<f4").tobytes()
     raise ValueError(f"unknown payload format {fmt!r}; known: {', '.join(FORMATS)}")
 

@@ -82,7 +82,13 @@ class Pipeline:
         while self._pending and (force or len(self._pending) >= max_batch
                                  or time.monotonic() - self._pending[0].ready_at >= max_wait):
             batch, self._pending = self._pending[:max_batch], self._pending[max_batch:]
-            windows, seconds = self.anonymiser.anonymise_windows(batch)
+            try:
+                windows, seconds = self.anonymiser.anonymise_windows(batch)
+            except Exception as exc:  # onnxruntime failing on one batch must not end a months-long run
+                self.metrics.inc("windows_failed", len(batch))
+                log.error("inference failed on a batch of %d window(s), dropped: %s", len(batch),
+                          str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                continue
             self.metrics.observe("inference_seconds", seconds)
             self.metrics.inc("inferences")
             self.metrics.inc("windows_anonymised", len(windows))
@@ -105,7 +111,7 @@ class Pipeline:
     def _housekeeping(self) -> None:
         for sink in self.sinks:
             sink.poll()
-        if self.stitcher.mode == "mean":
+        if self.stitcher.mode != "off":
             self._emit(self.stitcher.expire(time.monotonic() - self.streams.settings.silence_s))
         if self.periodic is not None:
             self.periodic.tick()

@@ -44,9 +44,11 @@ def load_or_create_secret(path: str | Path) -> bytes:
         text = path.read_text(encoding="ascii").strip()
         key = bytes.fromhex(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a pseudonym secret ({exc}); it must hold hex digits, or delete it to make a new one") from None
+        raise ConfigError(f"{path}: not a pseudonym secret ({exc}); it must hold hex digits, "
+                          "or delete it to make a new one") from None
     if len(key) < 16:
-        raise ConfigError(f"{path}: the pseudonym secret has {len(key)} bytes, at least 16 are needed; delete it to make a new one")
+        raise ConfigError(f"{path}: the pseudonym secret has {len(key)} bytes, at least 16 are needed; "
+                          "delete it to make a new one")
     if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("%s is readable by other users; run: chmod 600 %s", path, path)
     return key

@@ -27,6 +27,11 @@ from edge_runtime.mqtt_link import Backoff
 
 log = logging.getLogger(__name__)
 
+# A reader that stops reading (flow control, a full pty) must not stall the pipeline: a write
+# gives up after this long, and the port is left alone for WRITE_PAUSE_S before the next try.
+WRITE_TIMEOUT_S = 0.5
+WRITE_PAUSE_S = 1.0
+
 
 def resolve(spec: str) -> str | None:
     """The device path or URL ``spec`` names right now (None: not connected)."""
@@ -55,6 +60,7 @@ class Port:
         self._next_try = 0.0
         self._was_open = False
         self._warned = False
+        self._write_blocked_until = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -68,9 +74,9 @@ class Port:
             if path is None:
                 raise serial.SerialException(f"no USB serial adapter matches {self.spec}")
             if "://" in path:
-                port = serial.serial_for_url(path, baudrate=self.baud, timeout=0.05)
+                port = serial.serial_for_url(path, baudrate=self.baud, timeout=0.05, write_timeout=WRITE_TIMEOUT_S)
             else:
-                port = serial.Serial(baudrate=self.baud, timeout=0.05, exclusive=True)
+                port = serial.Serial(baudrate=self.baud, timeout=0.05, write_timeout=WRITE_TIMEOUT_S, exclusive=True)
                 port.port = path
                 port.open()
         except (serial.SerialException, OSError, ValueError) as exc:
@@ -113,12 +119,19 @@ class Port:
             return b""
 
     def write(self, data: bytes) -> bool:
-        """True when written; False while the port is away (the caller keeps the data)."""
+        """True when written; False while the port is away or not taking data (the caller keeps
+        the data; after a timed-out write the far end may see one torn line or frame)."""
+        if self._clock() < self._write_blocked_until:
+            return False
         if self._serial is None and not self._open():
             return False
         try:
             self._serial.write(data)
             return True
+        except serial.SerialTimeoutException:
+            self._on_event("serial_write_timeouts")
+            self._write_blocked_until = self._clock() + WRITE_PAUSE_S
+            return False
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
             return False

@@ -2,7 +2,8 @@
 
     mqtt://host:1883/imu/anon/{stream}?qos=1&format=json&buffer=1000&status=imu/gateway/{gateway}/status
     mqtts://host:8883/...                      TLS (see mqtt_link, mqtt_sink)
-    file:out.jsonl   file:out.csv              one JSON object per window / one row per sample
+    file:out.jsonl   file:out.csv?mode=w       one JSON object per window / one row per sample (appends
+                                               unless mode=w)
     stdout:                                    JSON Lines on standard output
     null:                                      discards (counts only): timing a replay
     serial:///dev/ttyAMA0?baud=115200&format=json|binary
@@ -17,6 +18,7 @@ import csv
 import io
 import logging
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +139,7 @@ class SerialSink(Sink):
         if fmt not in payload.FORMATS:
             raise ConfigError(f"serial sink format must be one of {', '.join(payload.FORMATS)}, got {fmt!r}")
         self.name, self.fmt, self.metrics = f"serial:{port}", fmt, metrics
-        self._port = Port(port, baud, role="serial-out")
+        self._port = Port(port, baud, role="serial-out", on_event=metrics.inc)
         self._backlog: deque[bytes] = deque(maxlen=100)
 
     def _wire(self, window: AnonymisedWindow) -> bytes:
@@ -161,8 +163,18 @@ class SerialSink(Sink):
                 return
             self._backlog.popleft()
 
+    def flush(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self._backlog and time.monotonic() < deadline:
+            self.poll()
+            if self._backlog:
+                time.sleep(0.05)
+
     def __exit__(self, *exc: Any) -> None:
-        self.poll()
+        self.flush(timeout=1.0)  # the pipeline flushed already; this is the last try
+        if self._backlog:
+            self.metrics.inc("serial_out_dropped", len(self._backlog))
+            log.warning("%s: %d window(s) could not be written before shutdown", self.name, len(self._backlog))
         self._port.close()
 
 
@@ -176,11 +188,13 @@ class NullSink(Sink):
 def _file_sink(target: str, params: dict[str, str]) -> Sink:
     path = Path(target).expanduser()
     fmt = params.pop("format", "csv" if path.suffix.lower() == ".csv" else "jsonl")
-    if params:
-        raise ConfigError(f"file:{target}: unknown parameter(s) {sorted(params)}; known: format")
+    # Append by default: a daemon restarted by systemd must not wipe what it wrote before.
+    mode = params.pop("mode", "a")
+    if params or mode not in ("a", "w"):
+        raise ConfigError(f"file:{target}: known parameters are format=jsonl|csv and mode=a|w (append, overwrite)")
     if not path.parent.is_dir():
         raise SinkError(f"file:{target}: folder {path.parent} does not exist")
-    return StreamSink(f"file:{path}", fmt, lambda: open(path, "a", encoding="utf-8", buffering=1 << 16), close=True)
+    return StreamSink(f"file:{path}", fmt, lambda: open(path, mode, encoding="utf-8", buffering=1 << 16), close=True)
 
 
 def open_sink(url: str, *, publish: PublishSettings, mqtt: MqttSettings, metrics: Metrics,

@@ -29,6 +29,8 @@ from firmware_bridge.blocks import SampleBlock
 
 log = logging.getLogger(__name__)
 
+LATE_WINDOW = 64  # a block at most this many sequence numbers behind is late or a duplicate: dropped
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamSettings:
@@ -42,7 +44,8 @@ class StreamSettings:
     shard: str = ""  # "k/n": keep only devices with crc32(id) % n == k (several runtimes on one broker)
 
     def __post_init__(self) -> None:
-        for name in ("gap_tolerance_samples", "silence_s", "rate_tolerance", "drift_warn", "drift_min_s", "idle_forget_s"):
+        for name in ("gap_tolerance_samples", "silence_s", "rate_tolerance", "drift_warn", "drift_min_s",
+                     "idle_forget_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ConfigError(f"streams.{name} must be a positive number, got {value!r}")
@@ -82,7 +85,7 @@ class DeviceStream:
         self.last_seq: int | None = None
         self.epoch: int | None = None
         self.refused_rate: float | None = None
-        self._drift_logged = False
+        self._drift_logged: set[str] = set()
 
     def _reset_state(self) -> None:
         self.segment += 1
@@ -92,8 +95,8 @@ class DeviceStream:
         self._t_ring = math.nan  # time of ring[0]
         self._next_t = math.nan  # device time the next block should start at
         self._index = 0
-        self._anchor: tuple[float, int] | None = None  # (time, samples so far) for the measured rate
-        self._samples_since_anchor = 0
+        self._device_meter = _RateMeter(self.settings.drift_min_s, marks_end=False)
+        self._arrival_meter = _RateMeter(self.settings.drift_min_s, marks_end=True)
 
     def reset(self, reason: str) -> None:
         """Start a new segment; samples not yet inside any window are counted as lost."""
@@ -115,10 +118,15 @@ class DeviceStream:
                 self.reset("reboot")
         self.epoch = block.epoch
         if block.seq is not None and self.last_seq is not None:
-            if block.seq <= self.last_seq:
+            if self.last_seq - LATE_WINDOW <= block.seq <= self.last_seq:
                 self.metrics.inc("blocks_out_of_order")
                 return False
-            if block.seq > self.last_seq + 1:
+            if block.seq < self.last_seq:
+                # Far behind: the device restarted its counter without announcing a reboot (a JSON
+                # sender without "boot"). Dropping everything from now on would lose it for good.
+                if self._fill:
+                    self.reset("seq_restart")
+            elif block.seq > self.last_seq + 1:
                 self.metrics.inc("blocks_missing", block.seq - self.last_seq - 1)
                 if self._fill:
                     self.reset("seq")
@@ -137,7 +145,8 @@ class DeviceStream:
         declared = float(block.rate_hz)
         if math.isfinite(declared) and abs(declared / self.rate_hz - 1.0) <= self.settings.rate_tolerance:
             if self.refused_rate is not None:
-                log.info("stream %s: now declares %g Hz, which the model takes; accepting its samples again", stream, declared)
+                log.info("stream %s: now declares %g Hz, which the model takes; accepting its samples again",
+                         stream, declared)
                 self.refused_rate = None
                 self.last_seq = None  # the refused frames are not a gap to report
             return True
@@ -164,7 +173,7 @@ class DeviceStream:
             self._next_t = block.t0 + n / self.rate_hz
         elif self._fill == 0:
             self._t_ring = time.time() - n / self.rate_hz
-        self._measure_rate(block, stream, n)
+        self._measure_rate(block, stream, n, at)
         out: list[RawWindow] = []
         pos = 0
         while pos < n:
@@ -202,24 +211,47 @@ class DeviceStream:
         self._start += count * self.hop
         return out
 
-    def _measure_rate(self, block: SampleBlock, stream: str, n: int) -> None:
-        """Samples per second by the device clock when it has one, else by arrival at the gateway."""
-        t = block.t0 if math.isfinite(block.t0) else self._clock()
-        if self._anchor is None:
-            self._anchor = (t, 0)
-            self._samples_since_anchor = n
+    def _measure_rate(self, block: SampleBlock, stream: str, n: int, at: float | None) -> None:
+        """Samples per second by the device's clock (its timestamps) and by the gateway's (arrival
+        times of live bytes; also when the device sends no timestamps, as CSV lines do not)."""
+        if math.isfinite(block.t0):
+            self._judge(self._device_meter.add(block.t0, n), stream, "stream", "by its own clock")
+        arrival = at if at is not None else (self._clock() if not math.isfinite(block.t0) else None)
+        if arrival is not None:
+            self._judge(self._arrival_meter.add(arrival, n), stream, "stream_arrival", "arriving at the gateway")
+
+    def _judge(self, measured: float | None, stream: str, gauge: str, how: str) -> None:
+        if measured is None:
             return
-        span = t - self._anchor[0]
-        if span >= self.settings.drift_min_s:
-            measured = self._samples_since_anchor / span
-            drift = measured / self.rate_hz - 1.0
-            self.metrics.gauge("stream_rate_hz", measured, stream)
-            self.metrics.gauge("stream_drift_ppm", drift * 1e6, stream)
-            if abs(drift) > self.settings.drift_warn and not self._drift_logged:
-                log.warning("stream %s: measured %.3f Hz, %.2f%% off the model's %g Hz; check the wearable's clock",
-                            stream, measured, drift * 100, self.rate_hz)
-                self._drift_logged = True
-        self._samples_since_anchor += n
+        drift = measured / self.rate_hz - 1.0
+        self.metrics.gauge(f"{gauge}_rate_hz", measured, stream)
+        self.metrics.gauge(f"{gauge}_drift_ppm", drift * 1e6, stream)
+        if abs(drift) > self.settings.drift_warn and gauge not in self._drift_logged:
+            log.warning("stream %s: measured %.3f Hz %s, %.2f%% off the model's %g Hz; check the wearable's "
+                        "clock and rate setting", stream, measured, how, drift * 100, self.rate_hz)
+            self._drift_logged.add(gauge)
+
+
+class _RateMeter:
+    """Samples per second since the segment began, once ``min_s`` of it has passed. A device
+    timestamp marks a block's first sample; an arrival time marks its end."""
+
+    def __init__(self, min_s: float, marks_end: bool) -> None:
+        self.min_s, self.marks_end = min_s, marks_end
+        self._t0: float | None = None
+        self._samples = 0
+
+    def add(self, t: float, n: int) -> float | None:
+        if self._t0 is None:
+            self._t0, self._samples = t, (0 if self.marks_end else n)
+            return None
+        if self.marks_end:
+            self._samples += n
+        span = t - self._t0
+        rate = self._samples / span if span >= self.min_s else None
+        if not self.marks_end:
+            self._samples += n
+        return rate
 
 
 class StreamTable:

@@ -80,7 +80,8 @@ def _evaluation(args: argparse.Namespace, exported, metrics_file: str | None, ru
 
 def run(args: argparse.Namespace) -> int:
     from edge_runtime.integrity import sidecar_path
-    from export.evaluation import INT8_POINTS, beyond, int8_gaps
+    from export.errors import ExportError
+    from export.evaluation import int8_gaps
     from export.exporter import attach_metrics, export_run
     from export.parity import from_g
     from export.timing import windows_per_second
@@ -88,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from trainer.checkpoint import load_run
 
     options = _options(args)
+    if not args.out.endswith(".onnx"):  # before loading anything: a typo should cost nothing
+        raise ExportError(f"{args.out}: the output file name must end in .onnx")
+    if args.int8_metrics and not args.int8:
+        raise ExportError("--int8-metrics is for the int8 file; add --int8 or drop it")
     run_ = load_run(args.run_dir)
     windows = windows_for_run(run_, parity=options.parity_windows, calibration=options.calibration_windows,
                               seed=options.seed)
@@ -119,14 +124,27 @@ def run(args: argparse.Namespace) -> int:
             entry["windows_per_s_batch64"] = round(windows_per_second(exported.path, sample, batch=64), 1)
         summary["files"][card.precision] = entry
 
+    _print_summary(args, run_, options, report, summary, evaluations, gaps)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary | {"int8_gaps_points": gaps}, indent=2) + "\n",
+                                   encoding="utf-8")
+    return 0
+
+
+def _print_summary(args, run_, options, report, summary: dict[str, Any], evaluations: dict[str, Any],
+                   gaps: dict[str, float]) -> None:
+    from export.evaluation import INT8_POINTS, beyond
+
     print(f"exported {args.run_dir} ({run_.arch}, {run_.channel_mode}, window {run_.window} hop {run_.hop} "
           f"at {run_.rate_hz:g} Hz, acc in {options.acc_unit})")
     print(f"  measured on {report.windows}")
     for precision, entry in summary["files"].items():
-        speed = (f", {entry['windows_per_s_batch1']:.0f} windows/s at batch 1, "
-                 f"{entry['windows_per_s_batch64']:.0f} at batch 64 (1 thread)") if "windows_per_s_batch1" in entry else ""
+        speed = ""
+        if "windows_per_s_batch1" in entry:
+            speed = (f", {entry['windows_per_s_batch1']:.0f} windows/s at batch 1, "
+                     f"{entry['windows_per_s_batch64']:.0f} at batch 64 (1 thread)")
         print(f"  {precision}: {entry['path']}  {entry['bytes'] / 1024:.1f} KiB, "
-              f"{count_flops_str(entry['flops_per_window'])}, opset {entry['opset']}{speed}")
+              f"{entry['flops_per_window'] / 1e6:.2f} MFLOP/window, opset {entry['opset']}{speed}")
         print(f"        weights sha256 {entry['weights_sha256']}; sidecar {Path(entry['sidecar']).name}")
     print(f"  fp32 parity vs PyTorch: {report.parity} (tolerance {options.tolerance:g})")
     if report.int8:
@@ -143,14 +161,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  int8 is within {INT8_POINTS:g} point of fp32 on every compared figure "
                   f"({', '.join(f'{k} {v:+.2f}' for k, v in gaps.items())})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary | {"int8_gaps_points": gaps}, indent=2) + "\n",
-                                   encoding="utf-8")
-    return 0
-
-
-def count_flops_str(flops: int) -> str:
-    return f"{flops / 1e6:.2f} MFLOP/window"
 
 
 def _metrics_line(metrics: dict[str, Any]) -> str:

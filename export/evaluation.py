@@ -35,7 +35,8 @@ def summarise(metrics: Mapping[str, Any], *, row: str = "aae") -> dict[str, Any]
         return dict(metrics)
     methods = metrics["methods"]
     if not isinstance(methods, Mapping) or row not in methods:
-        raise ExportError(f"the evaluation has no {row!r} row (rows: {sorted(methods) if isinstance(methods, Mapping) else methods}); "
+        rows = sorted(methods) if isinstance(methods, Mapping) else methods
+        raise ExportError(f"the evaluation has no {row!r} row (rows: {rows}); "
                           "evaluate the exported file with 'imu-anon evaluate FILE.onnx'")
     out: dict[str, Any] = dict(methods[row])
     if "raw" in methods:

@@ -119,15 +119,18 @@ def write_fp32(run, out: str | Path, options: ExportOptions) -> ExportedFile:
 
 
 def write_int8(run, fp32: ExportedFile, out: str | Path, calibration_g: np.ndarray,
-               options: ExportOptions) -> tuple[ExportedFile, bool]:
-    """Quantise ``fp32`` (QDQ, calibrated on training windows in g) to ``out`` with its own card."""
+               options: ExportOptions) -> tuple[ExportedFile, dict[str, Any]]:
+    """Quantise ``fp32`` (QDQ, calibrated on training windows in g) to ``out`` with its own card;
+    also returns how it was quantised."""
     reduce_range = default_reduce_range() if options.reduce_range is None else options.reduce_range
     out = Path(out)
-    quantise_int8(fp32.path, out, from_g(calibration_g, options.acc_unit), reduce_range=reduce_range)
+    kept = quantise_int8(fp32.path, out, from_g(calibration_g, options.acc_unit), reduce_range=reduce_range)
     model = load_model(out)
     card = make_card(run, model, precision="int8", acc_unit=options.acc_unit, opset=options.opset)
     set_metadata(model, card, _config_entry(run))
-    return ExportedFile(path=save_model(model, out), card=card), reduce_range
+    how = {"reduce_range": reduce_range, "calibration_windows": int(len(calibration_g)), "kept_fp32": kept,
+           "format": "QDQ, per-channel int8 weights, uint8 activations, MinMax calibration"}
+    return ExportedFile(path=save_model(model, out), card=card), how
 
 
 def attach_metrics(exported: ExportedFile, metrics: Mapping[str, Any], *, replace: bool = False) -> ExportedFile:
@@ -158,14 +161,13 @@ def export_run(run, out: str | Path, options: ExportOptions = ExportOptions(),
     report = ExportReport(fp32=fp32, parity=parity, windows=windows.description)
     if not options.int8:
         return report
-    int8, reduce_range = write_int8(run, fp32, int8_path(out), windows.calibration, options)
+    int8, how = write_int8(run, fp32, int8_path(out), windows.calibration, options)
     int8_out = run_file(int8.path, file_input)
     gap = compare(int8_out, run_file(fp32.path, file_input))
     log.info("int8 vs fp32: %s", gap)
     int8 = attach_metrics(int8, {"export": {
         "int8_vs_fp32": gap.as_dict(), "vs_pytorch": compare(int8_out, reference).as_dict(),
-        "reduce_range": reduce_range, "calibration_windows": int(len(windows.calibration)),
-        "windows": windows.description,
+        "windows": windows.description, **how,
     }})
     return ExportReport(fp32=fp32, parity=parity, windows=windows.description, int8=int8, int8_vs_fp32=gap,
-                        reduce_range=reduce_range)
+                        reduce_range=how["reduce_range"])

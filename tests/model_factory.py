@@ -122,7 +122,8 @@ def build_model(path: str | Path, *, window: int = 128, hop: int = 64, rate: flo
     model.ir_version = 8
     if metadata is None:
         units = (acc_units,) * 3 + ("rad/s",) * 3
-        metadata = card_for(window, hop, rate, mode, weights_sha256=digest, input_units=units, **card_over).to_metadata()
+        card = card_for(window, hop, rate, mode, weights_sha256=digest, input_units=units, **card_over)
+        metadata = card.to_metadata()
     helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     onnx.save(model, path)

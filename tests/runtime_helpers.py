@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -130,6 +131,14 @@ class Runtime:
         self._out_reader = threading.Thread(target=lambda: self.stdout.extend(self.proc.stdout), daemon=True)
         self._out_reader.start()
 
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Never leave a runtime behind when a test fails half-way (it would hold its serial port)."""
+        if self.proc.poll() is None:
+            self.terminate()
+
     def _read(self) -> None:
         for line in self.proc.stderr:
             self.lines.append(line)
@@ -167,7 +176,7 @@ class Runtime:
         return "".join(self.lines)
 
 
-__all__ = ["Recorder", "Runtime", "as_decoded", "device_name", "frames_for", "hello", "signal", "PER_FRAME"]
+__all__ = ["Recorder", "Runtime", "spawn", "as_decoded", "device_name", "frames_for", "hello", "signal", "PER_FRAME"]
 
 
 def run_args(model: Path, tmp: Path, *, sources: list[str], sinks: list[str], extra: tuple[str, ...] = ()) -> list[str]:
@@ -193,3 +202,19 @@ def pseudonym_for(device: str, key_file: Path) -> str:
     from edge_runtime.pseudonym import Pseudonymiser, load_or_create_secret
 
     return Pseudonymiser(load_or_create_secret(key_file))(device)
+
+
+@pytest.fixture
+def spawn():
+    """``spawn(*args) -> Runtime``; every runtime still running at the end of the test is stopped."""
+    started: list[Runtime] = []
+
+    def start(*args: str) -> Runtime:
+        runtime = Runtime(*args)
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in started:
+        if runtime.proc.poll() is None:
+            runtime.terminate()

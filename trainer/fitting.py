@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterator
 
 import numpy as np
@@ -12,6 +13,18 @@ from torch import nn
 from trainer.models import build_classifier
 
 EVAL_BATCH = 1024
+
+
+@contextlib.contextmanager
+def single_thread():
+    """The regulariser CNN's ops are small: on a shared two-core machine a second thread
+    made fitting 2-10x slower (thread hand-offs dominate), so they run on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def batches(n: int, batch_size: int, gen: torch.Generator, fraction: float = 1.0) -> Iterator[torch.Tensor]:
@@ -37,6 +50,11 @@ def fit_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: 
                    opt: torch.optim.Optimizer | None = None) -> float:
     """Train ``net`` on (x, y) with cross-entropy; returns the last epoch's mean loss."""
     opt = opt or torch.optim.Adam(net.parameters(), lr=lr)
+    with single_thread():
+        return _fit(net, opt, x, y, epochs, batch_size, gen, device, progress)
+
+
+def _fit(net, opt, x, y, epochs, batch_size, gen, device, progress) -> float:
     net.train()
     loss_sum, count = 0.0, 0
     for _ in range(epochs):
@@ -57,7 +75,7 @@ def fit_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: 
 
 def predict(net: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
     net.eval()
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         out = [net(x[i:i + EVAL_BATCH].to(device)).argmax(-1).cpu() for i in range(0, len(x), EVAL_BATCH)]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 

@@ -64,8 +64,11 @@ def _check_out_dir(out_dir: Path, config: TrainConfig, resume: bool) -> dict | N
 
 
 def _set_threads(threads: int | None) -> None:
+    """Default: one core less than the machine has. On a shared two-core machine a second
+    thread halved the AAE's throughput whenever another process ran; on a big machine
+    leaving one core free costs little."""
     cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, min(threads or cores, cores)))
+    torch.set_num_threads(max(1, min(threads or cores - 1, cores)))
 
 
 def train(config: TrainConfig, out_dir: Path, resume: bool = False, *, progress: bool | None = None,
@@ -126,7 +129,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, *, progress:
             proc.train_round()
         if checkpoint() and h["stopped"] is None:
             return None
-    best_round = h["best_round"]
+    best_round = proc.choose()
     if proc.best_state is not None:
         proc.model.load_state_dict(proc.best_state)
     h["finished"] = True

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from edge_runtime import config as gateway_config
 from edge_runtime import payload
 from edge_runtime.anonymiser import InferenceSettings
-from edge_runtime.benchmark.fleet import Fleet, FleetSource, expected_windows
+from edge_runtime.benchmark.fleet import FEEDER_PREFIX, Fleet, FleetSource, expected_windows
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.gateway import open_gateway
 from edge_runtime.pipeline import Pipeline
@@ -74,15 +74,28 @@ class CapacitySettings:
 
 class StageClock:
     """CPU seconds of the pipeline thread per stage (``time.thread_time``: a stage pre-empted by
-    another thread of the process is not charged for that thread's work)."""
+    another thread of the process is not charged for that thread's work).
+
+    The split is taken from the first published window on: before it (a window's worth of
+    signal) the fleet only says HELLO and fills rings, which would make every per-window figure
+    look worse than the steady state a gateway lives in."""
 
     def __init__(self) -> None:
         self.seconds = {"decode": 0.0, "window": 0.0, "infer": 0.0, "sink": 0.0}
         self.calls = {"infer": 0, "sink": 0}
         self.sample: list[Any] = []  # anonymised windows kept to price the encoding afterwards
+        self.steady: dict | None = None
 
     def add(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds
+
+    def snapshot(self) -> dict:
+        return {"seconds": dict(self.seconds), "calls": dict(self.calls), "cpu": time.process_time(),
+                "paho": _thread_cpu(("paho",)), "feeder": _thread_cpu((FEEDER_PREFIX,)), "wall": time.monotonic()}
+
+    def mark_steady(self) -> None:
+        if self.steady is None:
+            self.steady = self.snapshot()
 
 
 class _Wrapper:
@@ -128,6 +141,7 @@ class TimedAnonymiser(_Wrapper):
 
 class TimedSink(_Wrapper):
     def write(self, window: Any) -> None:
+        self._clock.mark_steady()
         t = time.thread_time()
         self._inner.write(window)
         self._clock.add("sink", time.thread_time() - t)
@@ -203,26 +217,38 @@ def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings
             decoders=TimedDecoders(gw.decoders, clock), stitcher=gw.stitcher, metrics=gw.metrics,
             settings=gw.settings,
         )
-        paho0, cpu0, wall0 = _thread_cpu(("paho",)), time.process_time(), time.monotonic()
+        # A fleet far beyond the core's capacity would take minutes to drain; once the pipeline
+        # is this far behind the schedule the step has failed anyway, so it is cut short.
+        overrun_s = max(5.0, 20 * settings.budget_ms / 1000.0)
+        watchdog = threading.Timer(source.schedule_s + 0.5 + overrun_s, pipeline.stop)
+        watchdog.daemon = True
+        start = clock.snapshot()
         with source:
+            watchdog.start()
             summary = pipeline.run()
-            feeder_cpu = source.cpu_s
-        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-        paho = _thread_cpu(("paho",)) - paho0
+            watchdog.cancel()
+        end = clock.snapshot()
+        end["feeder"] = source.cpu_s  # the feeding thread has ended: its own final reading
+    wall = end["wall"] - start["wall"]
+    base = clock.steady or start
+    cpu, steady_wall = end["cpu"] - base["cpu"], end["wall"] - base["wall"]
     counters = summary.counters
     expected = sum(expected_windows(w.samples, card.window, card.hop) for w in wearables)
     published = counters.get("windows_published", 0) if sink_url.startswith("mqtt") else counters.get("messages_out", 0)
     losses = {name: counters[name] for name in LOSS_COUNTERS if counters.get(name, 0)}
-    drops = max(0, expected - published) + counters.get("inbox_dropped", 0)
-    encode = _encode_seconds(clock.sample, fmt) * clock.calls["sink"]
+    drops = max(0, expected - published)  # windows the fleet sent samples for that never left
+    sec = {k: v - base["seconds"][k] for k, v in clock.seconds.items()}
+    written = clock.calls["sink"] - base["calls"]["sink"]
+    encode = min(_encode_seconds(clock.sample, fmt) * written, sec["sink"])
     stages = {
-        "decode": clock.seconds["decode"], "window": clock.seconds["window"], "infer": clock.seconds["infer"],
-        "encode": min(encode, clock.seconds["sink"]), "publish": max(0.0, clock.seconds["sink"] - encode) + paho,
-        "source": feeder_cpu,
+        "decode": sec["decode"], "window": sec["window"], "infer": sec["infer"], "encode": encode,
+        "publish": sec["sink"] - encode + end["paho"] - base["paho"], "source": end["feeder"] - base["feeder"],
     }
     stages["other"] = max(0.0, cpu - sum(stages.values()))
     p99 = summary.latency_ms[1]
     why = []
+    if wall > source.schedule_s + 0.5 + overrun_s:
+        why.append(f"still {wall - source.schedule_s:.1f} s behind when the signal ended: stopped")
     if drops or losses:
         why.append(f"lost {drops} window(s)" + (f", counters {losses}" if losses else ""))
     if not (p99 <= settings.budget_ms):
@@ -230,11 +256,15 @@ def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings
     return {
         "wearables": n, "ok": not why, "why": "; ".join(why), "expected_windows": expected,
         "published_windows": published, "drops": drops, "loss_counters": losses,
-        "windows_per_s": round(published / max(wall, 1e-9), 1),
+        "offered_windows_per_s": round(n * card.sample_rate_hz / card.hop, 1),
         "p50_latency_ms": round(summary.latency_ms[0], 3), "p99_latency_ms": round(p99, 3),
-        "inference_calls": clock.calls["infer"], "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
-        "cpu_share": round(cpu / max(wall, 1e-9), 3), "feeder_max_lateness_ms": round(source.max_lateness_s * 1e3, 2),
+        "inference_calls": clock.calls["infer"], "wall_s": round(wall, 3),
+        "mean_batch": round(clock.calls["sink"] / max(clock.calls["infer"], 1), 2),
+        "feeder_max_lateness_ms": round(source.max_lateness_s * 1e3, 2),
+        # From the first window out to the end: the steady state the shares describe.
+        "steady_s": round(steady_wall, 3), "cpu_s": round(cpu, 3), "cpu_share": round(cpu / max(steady_wall, 1e-9), 3),
         "stage_s": {k: round(v, 4) for k, v in stages.items()},
+        "stage_us_per_window": {k: round(1e6 * v / max(written, 1), 1) for k, v in stages.items()},
     }
 
 
@@ -248,7 +278,7 @@ def stage_shares(step: dict) -> tuple[dict[str, float], float]:
     return shares, round(1.0 - stages["infer"] / total, 4)
 
 
-def _next_size(lo: int, hi: int | None, n: int, ceiling: int, settings: CapacitySettings) -> int | None:
+def next_fleet_size(lo: int, hi: int | None, n: int, settings: CapacitySettings) -> int | None:
     """Grow by 30 % until a step fails, halve until one passes, then bisect; None: done."""
     if hi is None:
         return None if lo >= settings.max_wearables else min(settings.max_wearables, max(lo + 1, math.ceil(lo * 1.3)))
@@ -284,7 +314,7 @@ def find_capacity(model: str | Path, *, ceiling_wps: float, rate_hz: float, hop:
                 lo, best = n, step
             else:
                 hi = n if hi is None else min(hi, n)
-            n = _next_size(lo, hi, n, ceiling, settings)
+            n = next_fleet_size(lo, hi, n, settings)
             if n is not None and time.monotonic() + 1.2 * step["wall_s"] > deadline:
                 log.info("capacity: stopping at the %.0f s time limit", settings.time_limit_s)
                 limited = "time_limit"

@@ -61,10 +61,17 @@ def choose_cpu(requested: int | None) -> int | None:
     return requested
 
 
-def pin_to(cpu: int | None) -> None:
-    """Pin the calling process (all its threads created afterwards) to one core."""
-    if cpu is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu})
+def pin_to(cpu: int | None, extra: int = 0) -> list[int] | None:
+    """Pin the calling process (and the threads it starts) to ``cpu`` plus ``extra`` more
+    allowed cores (for ``--threads`` above 1); returns the cores pinned to."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    others = [c for c in allowed_cpus() if c != cpu]
+    if extra > len(others):
+        raise PinningError(f"{extra + 1} threads need as many cores, but only {len(others) + 1} are available")
+    cores = sorted(others[len(others) - extra:] + [cpu]) if extra else [cpu]
+    os.sched_setaffinity(0, set(cores))
+    return cores
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -112,8 +119,10 @@ def cpu_mhz() -> float | None:
         return None
 
 
-def describe(*, cpu: int | None, threads: int, providers: list[str] | None = None) -> dict:
-    """The device section of the report."""
+def describe(*, cpu: int | None, threads: int, allowed: list[int] | None = None,
+             providers: list[str] | None = None) -> dict:
+    """The device section of the report; ``allowed``: the cores the bench could use before it
+    pinned itself to ``cpu``."""
     import numpy as np
     import onnxruntime as ort
 
@@ -125,7 +134,7 @@ def describe(*, cpu: int | None, threads: int, providers: list[str] | None = Non
         "cpu_flags": cpu_flags(),
         "machine": platform.machine(),
         "logical_cpus": os.cpu_count(),
-        "allowed_cpus": allowed_cpus(),
+        "allowed_cpus": allowed if allowed is not None else allowed_cpus(),
         "pinned_cpu": cpu,
         "load_average": _load_average(),
         "os": f"{platform.system()} {platform.release()}",

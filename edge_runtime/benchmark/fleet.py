@@ -30,6 +30,7 @@ FIRST_DEVICE_ID = 0x494D5542454E0000  # "IMUBEN" + index: obviously not a hardwa
 # Wearables share decoders in groups, as devices behind one radio dongle or serial link do;
 # it also keeps the number of origins under the decoder table's bound for any fleet size.
 ORIGINS = 256
+FEEDER_PREFIX = "bench-fleet"  # the feeding thread's name, so its CPU time can be read
 SOURCE_USERS = 8  # distinct HAPT users whose signals the fleet replays (at different offsets)
 
 
@@ -115,7 +116,7 @@ class FleetSource(Source):
 
     def __init__(self, wearables: list[WearableFrames], frame_period_s: float, lead_s: float = 0.2) -> None:
         super().__init__()
-        self.name = f"bench-fleet-{len(wearables)}"
+        self.name = f"{FEEDER_PREFIX}-{len(wearables)}"
         n = max(1, len(wearables))
         phase = np.arange(len(wearables)) * (frame_period_s / n)
         due = [w.t_dev + phase[i] for i, w in enumerate(wearables)]

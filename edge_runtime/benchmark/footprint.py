@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.benchmark.launch import MARK
 from edge_runtime.benchmark.workload import stream_samples
 from edge_runtime.errors import EdgeRuntimeError
 from firmware_bridge.recordings import Recording, save_csv
@@ -40,7 +41,7 @@ def _recording(folder: Path, rate_hz: float) -> Path:
 
 
 def _command(model: Path, recording: Path, secret: Path, sink: str, threads: int, extra: list[str]) -> list[str]:
-    return [sys.executable, *extra, "-m", "imu_anon", "replay", str(recording), "--model", str(model),
+    return [sys.executable, *extra, "-m", "edge_runtime.benchmark.launch", "replay", str(recording), "--model", str(model),
             "--sink", sink, "--speed", "max", "--privacy-secret-file", str(secret), "--metrics-interval-s", "0",
             "--inference-intra-op-threads", str(threads)]
 
@@ -70,9 +71,15 @@ def cold_start(model: Path, recording: Path, secret: Path, threads: int) -> dict
             proc.wait(timeout=10)
     if proc.returncode != 0 or not first.startswith(b"{"):
         raise _fail("anonymise a recording", proc, stderr)
+    own = [ln for ln in stderr.splitlines() if ln.startswith(MARK)]
+    if own:
+        rss_kb, source = int(own[-1][len(MARK):]), "VmHWM of the runtime process"
+    else:
+        rss_kb, source = usage.ru_maxrss, "ru_maxrss (may include the bench's own memory)"
     return {
         "cold_start_s": round(first_at, 4),
-        "rss_mb": round(usage.ru_maxrss / 1024.0, 1),  # Linux reports kilobytes
+        "rss_mb": round(rss_kb / 1024.0, 1),  # kilobytes on Linux
+        "rss_source": source,
         "windows_out": 1 + rest.count(b"\n"),
         "total_s": round(time.perf_counter() - started, 3),
     }

@@ -8,9 +8,11 @@ same settings, so the timed session is not slowed by profiling.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import logging
 import os
+import subprocess
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -19,11 +21,11 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_runtime.anonymiser import Anonymiser, InferenceSettings
+from edge_runtime.benchmark.device import single_thread_env
 from edge_runtime.benchmark.timing import TimingPlan, measure, with_flops
 from edge_runtime.benchmark.workload import raw_windows
 from edge_runtime.card import INPUT_NAME
-
-log = logging.getLogger(__name__)
+from edge_runtime.errors import EdgeRuntimeError
 
 PROFILE_CALLS = 50
 
@@ -43,7 +45,7 @@ def measure_variant(path: str | Path, *, plan: TimingPlan, peak_gflops: float | 
     out = with_flops(result, card.flops_per_window, peak_gflops)
     out.update(model=str(path), arch=card.arch, precision=card.precision, sha256=model.sha256[:12])
     if profile:
-        out["op_share"] = op_shares(path, settings, inputs[1], calls=PROFILE_CALLS if not plan.latency_s < 1 else 10)
+        out["op_share"] = op_shares(path, settings, inputs[1], calls=10 if plan.latency_s < 1 else PROFILE_CALLS)
     return out
 
 
@@ -89,8 +91,6 @@ TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "torch_eager.py"
 
 def torch_unavailable() -> str | None:
     """Why the torch eager reference cannot run here, or None when it can."""
-    import importlib.util
-
     missing = [name for name in ("torch", "onnx") if importlib.util.find_spec(name) is None]
     if missing:
         return f"{' and '.join(missing)} not installed (the gateway install has neither; pip install 'imu-anon[train]')"
@@ -103,12 +103,6 @@ def measure_torch(path: str | Path, *, cpu: int | None, quick: bool, peak_gflops
                   flops_per_window: int, timeout_s: float = 300.0) -> dict:
     """The torch eager reference, in its own single-threaded subprocess so torch never enters
     the runtime's process. Raises EdgeRuntimeError with the reason when it cannot run."""
-    import subprocess
-    import sys
-
-    from edge_runtime.benchmark.device import single_thread_env
-    from edge_runtime.errors import EdgeRuntimeError
-
     cmd = [sys.executable, str(TORCH_SCRIPT), str(path)] + (["--cpu", str(cpu)] if cpu is not None else [])
     cmd += ["--quick"] if quick else []
     try:

@@ -33,24 +33,30 @@ def utc_now() -> str:
 
 
 def pi_estimates(result: dict) -> dict:
-    """Expected figures on a Raspberry Pi core, assuming the fraction of peak measured here
-    (and the same pipeline share of inference) carries over. An estimate, not a measurement."""
+    """Expected figures on a Raspberry Pi core. An estimate, not a measurement: inference at the
+    fraction of peak measured here applied to the Pi core's NEON peak; wearables from the
+    capacity measured here scaled by the ratio of peaks (the Python around the model is assumed
+    to slow down like the arithmetic), never above the inference ceiling."""
     fp32 = result.get("fp32")
     if not fp32 or not fp32.get("fraction_of_peak"):
         return {}
     fraction, flops = fp32["fraction_of_peak"], fp32["flops_per_window"]
-    infer_share = ((result.get("capacity") or {}).get("stage_share") or {}).get("infer") or 1.0
-    out: dict[str, Any] = {"note": "ESTIMATE, not measured: Pi core peak x fraction of peak measured here / FLOPs"}
+    peak_here = result.get("peak_gflops")
+    capacity = (result.get("capacity") or {}).get("wearables_per_core")
+    out: dict[str, Any] = {"note": "ESTIMATE, not measured: the Pi core's NEON peak x the fraction of peak measured "
+                                   "here / FLOPs per window; wearables = capacity here x (Pi peak / peak here)"}
     for name, pi in PI_CORES.items():
-        lo, hi = (p * fraction * 1e9 / flops for p in pi["peak_gflops"])
+        wps = [p * fraction * 1e9 / flops for p in pi["peak_gflops"]]
+        wearables = [int(w / WINDOWS_PER_WEARABLE_S) for w in wps]
+        if capacity and peak_here:
+            wearables = [min(w, int(capacity * p / peak_here)) for w, p in zip(wearables, pi["peak_gflops"])]
         out[name] = {
             "core": pi["core"],
             "peak_gflops": list(pi["peak_gflops"]),
             "fraction_of_peak_assumed": fraction,
-            "windows_per_s": [round(lo, 1), round(hi, 1)],
-            "latency_ms_batch1": [round(1e3 / hi, 2), round(1e3 / lo, 2)],
-            "wearables_per_core": [int(lo * infer_share / WINDOWS_PER_WEARABLE_S),
-                                   int(hi * infer_share / WINDOWS_PER_WEARABLE_S)],
+            "windows_per_s": [round(w, 1) for w in wps],
+            "latency_ms_batch1": [round(1e3 / wps[1], 2), round(1e3 / wps[0], 2)],
+            "wearables_per_core": wearables,
         }
     return out
 
@@ -75,7 +81,7 @@ def new_result(*, quick: bool, device: dict, peak: dict, card: Any, model_path: 
 def write_json(result: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(path.name + ".tmp")  # .gitignore'd; renamed into place when complete
     tmp.write_text(json.dumps(_finite(result), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
@@ -103,9 +109,9 @@ def format_table(result: dict) -> str:
     m, d = result["model"], result["device"]
     flags = " ".join(k for k, v in d.get("cpu_flags", {}).items() if v and k not in ("sse4_2", "f16c"))
     lines = [
-        f"imu-anon bench: {m['path']} ({m['arch']}, {m['flops_per_window'] / 1e6:.1f} MFLOP/window, "
+        f"imu-anon bench: {m['path']} ({m['arch']}, {m['flops_per_window'] / 1e6:.3g} MFLOP/window, "
         f"window {m['window']} hop {m['hop']} at {m['sample_rate_hz']:g} Hz){'  [quick]' if result['quick'] else ''}",
-        f"device: {d['cpu_model']} ({flags or 'no SIMD flags read'}), core {d['pinned_cpu']} of "
+        f"device: {d['cpu_model']} ({flags or 'no SIMD flags read'}), core(s) {d.get('pinned_cpus') or d['pinned_cpu']} of "
         f"{d['allowed_cpus']}, load {d.get('load_average')}",
         f"runtime: onnxruntime {d['onnxruntime']} {d['execution_provider']}, {d['intra_op_threads']} intra-op "
         f"thread(s), spinning {'on' if d['spinning'] else 'off'}, graph optimisation {d['graph_optimisation']}",
@@ -138,14 +144,19 @@ def format_table(result: dict) -> str:
         lines.append(
             f"capacity ({cap['sink']} sink, p99 budget {cap['budget_ms']:g} ms): {cap['wearables_per_core']} "
             f"wearables/core at 50 Hz hop {m['hop']}, p99 sample-to-publish {_fmt(cap['p99_latency_ms'])} ms, "
-            f"drops {cap['drops']}")
+            f"drops {cap['drops']} (the model alone: {cap.get('inference_ceiling_wearables', '?')}; search ended by "
+            f"{cap.get('limited_by', '?')})")
         shares = cap.get("stage_share") or {}
         if shares:
             lines.append("  time by stage: " + ", ".join(f"{s} {100 * shares[s]:.1f}%" for s in STAGES if s in shares)
                          + f"; pipeline overhead {100 * cap.get('overhead_share', 0):.1f}%")
+        best = next((s for s in reversed(cap.get("steps", [])) if s["wearables"] == cap["wearables_per_core"]), None)
+        if best:
+            lines.append("  CPU per window (us): " + ", ".join(
+                f"{k} {v:,.0f}" for k, v in best["stage_us_per_window"].items()))
         for step in cap.get("steps", []):
             verdict = "ok" if step["ok"] else f"fails ({step['why']})"
-            lines.append(f"  {step['wearables']:>5} wearables: {step['windows_per_s']:,.0f} windows/s, "
+            lines.append(f"  {step['wearables']:>5} wearables: {step['offered_windows_per_s']:,.0f} windows/s, "
                          f"p99 {_fmt(step['p99_latency_ms'])} ms, drops {step['drops']}, cpu {100 * step['cpu_share']:.0f}% -> {verdict}")
     if "rss_mb" in result:
         fp = result.get("footprint", {})

@@ -1,8 +1,8 @@
 """``imu-anon bench --model M [--json FILE]``: latency, throughput, capacity and footprint, here.
 
 Everything is measured on one core (``--cpu``, default the last one this process may use)
-with one onnxruntime thread, and every speed is also given as a fraction of that core's own
-fp32 matmul peak measured in the same run, so figures from a busy or throttled machine still
+with one onnxruntime thread (``--threads N``: N threads on N cores), and every speed is also
+given as a fraction of the cores' own fp32 matmul peak measured in the same run, so figures from a busy or throttled machine still
 compare. ``--quick`` runs the whole thing in well under a minute with coarser figures.
 """
 
@@ -24,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write every figure to this JSON file")
     parser.add_argument("--quick", action="store_true", help="short measurements (~30 s in all): coarser figures")
     parser.add_argument("--cpu", type=int, help="the core to measure on (default: the last one allowed)")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1: one core)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads, each on its own core (default 1: one core)")
     parser.add_argument("--budget-ms", type=float, default=100.0,
                         help="p99 sample-to-publish latency a capacity step must stay under (default 100)")
     parser.add_argument("--sink", choices=("mqtt", "null"), default="mqtt",
@@ -53,7 +53,7 @@ def _skips(text: str) -> set[str]:
 def run(args: argparse.Namespace) -> int:
     from edge_runtime.anonymiser import Anonymiser
     from edge_runtime.benchmark import device, report
-    from edge_runtime.benchmark.inference import bench_settings, variant_paths
+    from edge_runtime.benchmark.inference import bench_settings
     from edge_runtime.benchmark.peak import run_peak
     from edge_runtime.errors import ConfigError
 
@@ -65,15 +65,18 @@ def run(args: argparse.Namespace) -> int:
     card = model.card
     allowed = device.allowed_cpus()
     cpu = device.choose_cpu(args.cpu)
-    device.pin_to(cpu)
-    log.info("measuring on core %s of %s", cpu, allowed)
+    cores = device.pin_to(cpu, extra=args.threads - 1)
+    log.info("measuring on core(s) %s of %s", cores, allowed)
 
     peak = run_peak(cpu=cpu, quick=args.quick)
     log.info("peak: %.1f GFLOP/s single-thread fp32 matmul", peak["peak_gflops"])
-    result = report.new_result(quick=args.quick, device=device.describe(cpu=cpu, threads=args.threads),
+    # With N onnxruntime threads on N cores the ceiling is N single-core peaks.
+    peak_for_model = peak["peak_gflops"] * args.threads
+    result = report.new_result(quick=args.quick, device=device.describe(cpu=cpu, threads=args.threads, allowed=allowed),
                                peak=peak, card=card, model_path=args.model, sha256=model.sha256)
     del model
-    _variants(args, result, settings, peak["peak_gflops"], cpu, skip, card)
+    result["device"]["pinned_cpus"] = cores
+    _variants(args, result, settings, peak_for_model, cpu, skip, card)
     if "footprint" in skip:
         result["skipped"]["footprint"] = "--skip footprint"
     else:
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if "capacity" in skip:
         result["skipped"]["capacity"] = "--skip capacity"
     else:
-        result["capacity"] = _capacity(args, result, settings, card, [c for c in allowed if c != cpu])
+        result["capacity"] = _capacity(args, result, settings, card, [c for c in allowed if c not in (cores or [])])
     result["estimates"] = report.pi_estimates(result)
     print(report.format_table(result))
     if args.json:

@@ -14,8 +14,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from edge_runtime import config
 
     parser.add_argument("recording", metavar="FILE",
-                        help="a CSV recording (t,acc_x,...,gyro_z), a HAPT npz (npz:PATH?user=9) or a frame capture (.bin)")
-    parser.add_argument("--speed", default="max", help="1 = real time, 10 = ten times faster, max = no waiting (default)")
+                        help="a CSV recording (t,acc_x,...,gyro_z), a HAPT npz (npz:PATH?user=9) "
+                             "or a frame capture (.imuf)")
+    parser.add_argument("--speed", default="max",
+                        help="1 = real time, 10 = ten times faster, max = no waiting (default)")
     parser.add_argument("--config", metavar="FILE.toml", help="gateway configuration (flags override it)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     config.add_flags(parser, skip={"source"})
@@ -32,12 +34,12 @@ def run(args: argparse.Namespace) -> int:
     overrides.setdefault("pipeline", {})["sources"] = (source,)
     overrides["pipeline"].setdefault("sinks", ("null:",))
     cfg = config.build(config.read_file(args.config) if args.config else {}, overrides)
-    from edge_runtime.commands.run import stop_on_signals
+    from edge_runtime.commands.run import StopOnSignals
 
     with open_gateway(cfg, speed=args.speed) as pipeline:
-        with stop_on_signals(pipeline):
+        with StopOnSignals(pipeline):
             summary = pipeline.run()
-    c = summary.counters
+    c = pipeline.metrics.snapshot()  # after the sinks closed: their last drops are counted too
     out = sys.stderr if any(s.startswith("stdout:") for s in cfg.pipeline.sinks) else sys.stdout
     report = {
         "recording": args.recording, "speed": args.speed, "elapsed_s": round(summary.elapsed_s, 3),
@@ -56,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
           f"({signal_s / max(summary.elapsed_s, 1e-9):.0f}x real time)", file=out)
     print(f"  windows {report['windows']}, messages {report['messages']}, streams {report['streams']}, "
           f"gaps {c.get('gaps', 0)}, samples not in any window {c.get('samples_unwindowed', 0)}", file=out)
-    print(f"  latency  p50 {summary.latency_ms[0]:.2f} ms  p99 {summary.latency_ms[1]:.2f} ms  (window ready -> written)",
-          file=out)
+    print(f"  latency  p50 {summary.latency_ms[0]:.2f} ms  p99 {summary.latency_ms[1]:.2f} ms"
+          "  (window ready -> written)", file=out)
     print(f"  inference p50 {summary.inference_ms[0]:.2f} ms  p99 {summary.inference_ms[1]:.2f} ms  (one batched call)",
           file=out)
     return 0

@@ -30,20 +30,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cfg = config.build(config.read_file(args.config) if args.config else {}, config.flag_overrides(args))
     with open_gateway(cfg) as pipeline:
-        with stop_on_signals(pipeline):
+        with StopOnSignals(pipeline):
             summary = pipeline.run()
     log.info("stopped after %.1f s: %s", summary.elapsed_s, pipeline.metrics.summary())
     return 0
 
 
-class stop_on_signals:  # noqa: N801 (used as a context manager, reads like one)
+class StopOnSignals:
     """SIGTERM / SIGINT / SIGHUP ask the pipeline to stop; the old handlers come back on exit."""
 
     def __init__(self, pipeline) -> None:
         self.pipeline = pipeline
         self._old: dict = {}
 
-    def __enter__(self) -> "stop_on_signals":
+    def __enter__(self) -> "StopOnSignals":
         import signal
 
         def handler(signum, frame) -> None:

@@ -158,6 +158,11 @@ def test_the_int8_file_is_its_own_model_and_stays_close_to_fp32(exported: Export
     recorded = int8.metrics["export"]
     assert recorded["int8_vs_fp32"]["windows"] >= 1000 and recorded["reduce_range"] in (True, False)
     assert recorded["calibration_windows"] == 300
+    # the first and last convolutions stay fp32: their weights are plain float initializers
+    model = onnx.load(str(exported.int8))
+    inits = {i.name: i for i in model.graph.initializer}
+    kept = [n for n in model.graph.node if n.name in recorded["kept_fp32"]]
+    assert len(kept) == 2 and all(inits[n.input[1]].data_type == onnx.TensorProto.FLOAT for n in kept)
 
 
 def test_a_device_sending_metres_per_second_squared_gets_a_graph_that_converts(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import Broker
 from model_factory import build_model
-from runtime_helpers import Recorder, Runtime, final_counters, run_args
+from runtime_helpers import Recorder, spawn, final_counters, run_args
 
 from firmware_bridge.recordings import load_csv, save_csv
 
@@ -18,7 +18,7 @@ W, HOP = 128, 64
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "hapt-user09.csv"
 
 
-def test_windows_produced_during_an_outage_arrive_after_it_up_to_the_buffer_bound(tmp_path: Path) -> None:
+def test_windows_produced_during_an_outage_arrive_after_it_up_to_the_buffer_bound(tmp_path: Path, spawn) -> None:
     # A broker that saves sessions, so the test's subscriber keeps its subscription over the restart
     # and sees everything the runtime delivers, whoever reconnects first.
     # "user": mosquitto started as root would switch to the mosquitto user and could not write here.
@@ -33,7 +33,7 @@ def test_windows_produced_during_an_outage_arrive_after_it_up_to_the_buffer_boun
     try:
         with Recorder(broker.port, "imu/anon/#", persistent=True) as recorder:
             # 8x real time: a window every 0.16 s, the recording lasts 5 s.
-            runtime = Runtime(*run_args(model, tmp_path, sources=[f"file:{csv}?speed=8"],
+            runtime = spawn(*run_args(model, tmp_path, sources=[f"file:{csv}?speed=8"],
                                         sinks=[f"{broker.url}/imu/anon/{{stream}}?buffer=5"],
                                         extra=("--mqtt-reconnect-min-s", "0.2", "--mqtt-reconnect-max-s", "0.5")))
             runtime.wait_for_line("mqtt-out: connected")

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from model_factory import build_model, reference_output
-from runtime_helpers import Recorder, Runtime, as_decoded, device_name, frames_for, run_args, signal
+from runtime_helpers import Recorder, spawn, as_decoded, device_name, frames_for, run_args, signal
 
 from edge_runtime import payload
 from edge_runtime.windowing import sliding_windows
 from firmware_bridge.ports import MqttOutput
-from firmware_bridge.recordings import Recording, load_csv
+from firmware_bridge.recordings import load_csv
 from firmware_bridge.simulator import Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.integration
@@ -34,16 +34,17 @@ def raw_triplets(samples: np.ndarray) -> set[tuple[float, float, float]]:
     return out
 
 
-def test_nothing_but_status_and_anonymised_windows_leaves_the_runtime(tmp_path: Path, broker, pty_pair) -> None:
+def test_nothing_but_status_and_anonymised_windows_leaves_the_runtime(tmp_path: Path, broker, pty_pair, spawn) -> None:
     model = build_model(tmp_path / "anon.onnx")
     master, path = pty_pair
     serial_samples = signal(640, seed=11)
     json_samples = signal(640, seed=12)
     recording = load_csv(SAMPLE)
     with Recorder(broker.port, "#") as everything:
-        runtime = Runtime(*run_args(model, tmp_path, sources=[f"{broker.url}/imu/+/raw", f"serial://{path}"],
+        runtime = spawn(*run_args(model, tmp_path, sources=[f"{broker.url}/imu/+/raw", f"serial://{path}"],
                                     sinks=[f"{broker.url}/imu/anon/{{stream}}",
-                                           f"{broker.url}/imu/anonbin/{{stream}}?format=binary&status=imu/gateway/{{gateway}}/binstatus"]))
+                                           f"{broker.url}/imu/anonbin/{{stream}}?format=binary"
+                                           "&status=imu/gateway/{gateway}/binstatus"]))
         runtime.wait_for_line("mqtt-in: subscribed to imu/+/raw")
         runtime.wait_for_line(f"opened {path}")
         # Wearable 1: the device simulator over MQTT (binary frames on imu/<id>/raw).
@@ -58,7 +59,8 @@ def test_nothing_but_status_and_anonymised_windows_leaves_the_runtime(tmp_path: 
                 time.sleep(0.002)
             # Wearable 3: JSON samples over MQTT.
             for k in range(10):
-                body = {"seq": k, "t0": k * 64 / 50, "rate_hz": 50, "samples": json_samples[k * 64:(k + 1) * 64].tolist()}
+                body = {"seq": k, "t0": k * 64 / 50, "rate_hz": 50,
+                        "samples": json_samples[k * 64:(k + 1) * 64].tolist()}
                 everything.client.publish(f"imu/{JSON_DEV}/raw", json.dumps(body), qos=1).wait_for_publish(5)
             sim.join(timeout=30)
         expected = (1000 - W) // HOP + 1 + 2 * ((640 - W) // HOP + 1)

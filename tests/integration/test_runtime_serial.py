@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from model_factory import build_model, reference_output
-from runtime_helpers import (Recorder, Runtime, as_decoded, device_name, final_counters, frames_for, pseudonym_for,
+from runtime_helpers import (Recorder, spawn, as_decoded, device_name, final_counters, frames_for, pseudonym_for,
                              run_args, signal as imu_signal)
 
 from edge_runtime.windowing import sliding_windows
@@ -43,8 +42,8 @@ def model(tmp_path: Path) -> Path:
     return build_model(tmp_path / "anon.onnx")
 
 
-def start_runtime(model: Path, tmp_path: Path, port_path: str, broker, *extra: str) -> Runtime:
-    runtime = Runtime(*run_args(model, tmp_path, sources=[f"serial://{port_path}"],
+def start_runtime(spawn, model: Path, tmp_path: Path, port_path: str, broker, *extra: str):
+    runtime = spawn(*run_args(model, tmp_path, sources=[f"serial://{port_path}"],
                                 sinks=[f"{broker.url}/imu/anon/{{stream}}"], extra=extra))
     runtime.wait_for_line(f"opened {port_path}")
     runtime.wait_for_line("mqtt-out: connected")
@@ -52,11 +51,11 @@ def start_runtime(model: Path, tmp_path: Path, port_path: str, broker, *extra: s
 
 
 def test_the_device_simulator_over_a_pty_reaches_a_subscriber_as_anonymised_windows(
-        tmp_path: Path, model: Path, broker, pty_pair) -> None:
+        tmp_path: Path, model: Path, broker, pty_pair, spawn) -> None:
     master, path = pty_pair
     recording = load_csv(SAMPLE)
     with Recorder(broker.port) as recorder:
-        runtime = start_runtime(model, tmp_path, path, broker)
+        runtime = start_runtime(spawn, model, tmp_path, path, broker)
         frames: list[bytes] = []
         out = FdOutput(master, timeout_s=2.0)
 
@@ -84,7 +83,7 @@ def test_the_device_simulator_over_a_pty_reaches_a_subscriber_as_anonymised_wind
 
 
 def test_corrupt_bytes_are_counted_and_the_stream_recovers_at_the_next_frame(
-        tmp_path: Path, model: Path, broker, pty_pair) -> None:
+        tmp_path: Path, model: Path, broker, pty_pair, spawn) -> None:
     master, path = pty_pair
     samples = imu_signal(1200, seed=7)
     frames = frames_for(samples, DEV_A)
@@ -96,7 +95,7 @@ def test_corrupt_bytes_are_counted_and_the_stream_recovers_at_the_next_frame(
     damaged[len(damaged) // 2] ^= 0xFF
     noisy[positions[lost_frame] + 1] = bytes(damaged)
     with Recorder(broker.port) as recorder:
-        runtime = start_runtime(model, tmp_path, path, broker)
+        runtime = start_runtime(spawn, model, tmp_path, path, broker)
         write_all(master, b"".join(noisy))
         before, after = lost_frame * 8, 1200 - (lost_frame + 1) * 8
         expected = (before - W) // HOP + 1 + (after - W) // HOP + 1
@@ -111,12 +110,13 @@ def test_corrupt_bytes_are_counted_and_the_stream_recovers_at_the_next_frame(
                                windows_of(decoded[(lost_frame + 1) * 8:]), atol=2e-5)
 
 
-def test_two_interleaved_devices_on_one_line_are_never_mixed(tmp_path: Path, model: Path, broker, pty_pair) -> None:
+def test_two_interleaved_devices_on_one_line_are_never_mixed(tmp_path: Path, model: Path, broker, pty_pair,
+                                                             spawn) -> None:
     master, path = pty_pair
     a, b = imu_signal(900, seed=1), imu_signal(900, seed=2, offset=0.5)
     wire = b"".join(f for pair in zip(frames_for(a, DEV_A), frames_for(b, DEV_B)) for f in pair)
     with Recorder(broker.port) as recorder:
-        runtime = start_runtime(model, tmp_path, path, broker)
+        runtime = start_runtime(spawn, model, tmp_path, path, broker)
         write_all(master, wire)
         per_device = (900 - W) // HOP + 1
         got = recorder.wait_for(2 * per_device, timeout=30)
@@ -129,12 +129,12 @@ def test_two_interleaved_devices_on_one_line_are_never_mixed(tmp_path: Path, mod
 
 
 def test_sigterm_flushes_pending_windows_publishes_offline_and_exits_zero(
-        tmp_path: Path, model: Path, broker, pty_pair) -> None:
+        tmp_path: Path, model: Path, broker, pty_pair, spawn) -> None:
     master, path = pty_pair
     samples = imu_signal(640, seed=3)
     with Recorder(broker.port) as recorder:
         # Windows wait up to a minute for a batch of 1000: only the shutdown flush publishes them.
-        runtime = start_runtime(model, tmp_path, path, broker,
+        runtime = start_runtime(spawn, model, tmp_path, path, broker,
                                 "--pipeline-max-wait-ms", "60000", "--pipeline-max-batch", "1000")
         write_all(master, b"".join(frames_for(samples, DEV_A)))
         runtime.wait_for_line("new device")

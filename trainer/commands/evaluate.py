@@ -39,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train-windows", type=int,
                         help="training windows per classifier (default 12000, --quick 3000)")
     parser.add_argument("--device", default="cpu", help="torch device of the classifiers (default cpu)")
+    parser.add_argument("--workers", type=int, help="classifier trainings at a time, one process each "
+                        "(default: the number of cores, at most 4); the figures do not depend on it")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
 
 
@@ -73,8 +75,9 @@ def _config(args: argparse.Namespace):
     clf = ClassifierConfig(epochs=args.epochs if args.epochs is not None else clf.epochs,
                            batch_size=clf.batch_size, lr=clf.lr, device=args.device,
                            max_train_windows=args.max_train_windows or clf.max_train_windows)
-    return replace(base, classifier=clf, methods=tuple(args.methods or METHODS), seed=args.seed,
-                   hop=args.hop if args.hop is not None else base.hop, max_windows=args.max_windows)
+    config = replace(base, classifier=clf, methods=tuple(args.methods or METHODS), seed=args.seed,
+                     hop=args.hop if args.hop is not None else base.hop, max_windows=args.max_windows)
+    return config if args.workers is None else replace(config, workers=args.workers)
 
 
 def _rep(args: argparse.Namespace, subject, out_dir: Path, quick: bool):
@@ -89,7 +92,7 @@ def _rep(args: argparse.Namespace, subject, out_dir: Path, quick: bool):
     rep_dir = (subject.path if subject.kind == "run" else out_dir) / "rep"
     if (rep_dir / MODEL_FILE).is_file():
         log.info("REP: reusing %s", rep_dir)
-        return load_subject(rep_dir, "rep")
+        return load_subject(rep_dir, "rep", data_path=args.data_path)
     if quick:
         log.warning("REP: none at %s and --quick does not train one; the rep row is left out "
                     "(pass --rep, or run once without --quick to train it)", rep_dir)
@@ -105,7 +108,7 @@ def _rep(args: argparse.Namespace, subject, out_dir: Path, quick: bool):
     log.info("REP: training %s with the evaluated model's configuration and variant 'rep'%s; "
              "this takes about as long as the model's own training", rep_dir, " (resuming)" if resume else "")
     train(config, rep_dir, resume=resume, device=args.device)
-    return load_subject(rep_dir, "rep")
+    return load_subject(rep_dir, "rep", data_path=args.data_path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
     subject = load_subject(args.model, "aae", setting=args.setting, data_path=args.data_path)
     model = Path(args.model)
-    out_dir = args.out or (model / "evaluation" if subject.kind == "run" else model.with_name(model.stem + "-evaluation"))
+    default_out = model / "evaluation" if subject.kind == "run" else model.with_name(model.stem + "-evaluation")
+    out_dir = args.out or default_out
     config = _config(args)
     rep = _rep(args, subject, out_dir, args.quick) if "rep" in config.methods else None
     if rep is None and "rep" in config.methods:

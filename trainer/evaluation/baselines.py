@@ -64,10 +64,15 @@ def ssa(x: np.ndarray, components: tuple[int, ...], lag: int = SSA_LAG) -> np.nd
     w = x.shape[-1]
     if not 2 <= lag <= w - 1:
         raise ValueError(f"lag must be between 2 and {w - 1} for windows of {w} samples, got {lag}")
+    from threadpoolctl import threadpool_limits
+
     series = np.asarray(x, dtype=np.float64)
     traj = _hankel(series, lag)  # [..., L, K]
     gram = traj @ np.swapaxes(traj, -1, -2)  # [..., L, L]; its eigenvectors are the left singular vectors
-    _, vectors = np.linalg.eigh(gram)  # ascending eigenvalues
+    # Thousands of 32x32 eigenproblems: OpenBLAS's threads only hand them to each other, and
+    # on a busy two-core machine that made this step over 100x slower (72 s instead of 0.5 s).
+    with threadpool_limits(limits=1, user_api="blas"):
+        _, vectors = np.linalg.eigh(gram)  # ascending eigenvalues
     picked = vectors[..., [lag - c for c in components]]  # [..., L, r]
     projected = picked @ (np.swapaxes(picked, -1, -2) @ traj)  # sum of the chosen elementary matrices
     return _diagonal_average(projected).astype(np.float32)

@@ -21,6 +21,7 @@ figures differ by their data, not by their luck.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -31,7 +32,7 @@ from edge_runtime.windowing import gather_windows
 from trainer.data import ImuDataset, Standardiser, WindowSet, get_setting, load_dataset, make_windows
 from trainer.errors import ConfigError, RunError
 from trainer.evaluation.baselines import SSA_LAG
-from trainer.evaluation.classifiers import ClassifierConfig, stratified_subset, train_classifier, predict
+from trainer.evaluation.classifiers import ClassifierConfig, Fitter, FitJob, predict, stratified_subset
 from trainer.evaluation.dtw import dtw_matrix, true_user_rank
 from trainer.evaluation.methods import METHODS, MODEL_METHODS, Method, build_methods, check_methods
 from trainer.evaluation.metrics import accuracy, chance, macro_f1
@@ -53,6 +54,9 @@ class EvalConfig:
     dtw_queries_per_user: int = 5
     dtw_refs_per_user: int = 10
     dtw_band: int = 16  # Sakoe-Chiba half-width in samples: 0.32 s at 50 Hz
+    # classifier trainings run this many at a time, one process and one core each; the
+    # figures do not depend on it
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods))
@@ -63,6 +67,8 @@ class EvalConfig:
         for name in ("dtw_queries_per_user", "dtw_refs_per_user"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not (isinstance(self.workers, int) and self.workers >= 1):
+            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}")
         if not (isinstance(self.dtw_band, int) and self.dtw_band >= 0):
             raise ConfigError(f"dtw_band must be an integer >= 0, got {self.dtw_band!r}")
 
@@ -74,7 +80,8 @@ class EvalConfig:
                 "dtw_band": self.dtw_band, "ssa_lag": SSA_LAG, "baseline_units": "standardised"}
 
 
-QUICK = EvalConfig(classifier=ClassifierConfig(epochs=2, max_train_windows=3000), hop=40,
+# About a minute on two cores: a smoke test of the whole protocol, not figures to quote.
+QUICK = EvalConfig(classifier=ClassifierConfig(epochs=2, batch_size=128, max_train_windows=3000), hop=40,
                    dtw_queries_per_user=2, dtw_refs_per_user=4)
 
 
@@ -138,19 +145,21 @@ class Protocol:
                            "the model is broken, re-train or re-export it")
         return z
 
-    def _fit(self, task: Task, z: np.ndarray):
-        y = task.codec.encode(labels_of(task.name, self.ws)[task.train])
-        return train_classifier(z[task.train], y, task.n_classes, config=self.config.classifier, seed=task.seed)
+    def _fit_all(self, fitter: Fitter, z: np.ndarray) -> dict:
+        """One classifier per task, trained on the windows ``z`` of its training side."""
+        tasks = list(self.tasks.values())
+        jobs = [FitJob(z[t.train], t.codec.encode(labels_of(t.name, self.ws)[t.train]), t.n_classes, t.seed)
+                for t in tasks]
+        return dict(zip((t.name for t in tasks), fitter.fit_many(jobs)))
 
-    def _score_method(self, name: str, z: np.ndarray, z_raw: np.ndarray, raw_models: dict) -> dict:
+    def _score_method(self, name: str, z: np.ndarray, z_raw: np.ndarray, raw_models: dict, adaptive: dict) -> dict:
         row: dict[str, float] = {}
         held = self.tasks["activity"].test
         row["mse"] = _round(np.mean((z[held] - z_raw[held]) ** 2), 4)
         device = self.config.classifier.device
         for task in self.tasks.values():
             truth = task.codec.encode(labels_of(task.name, self.ws)[task.test])
-            adaptive = raw_models[task.name] if name == "raw" else self._fit(task, z)
-            by_adaptive = predict(adaptive, z[task.test], device)
+            by_adaptive = predict(adaptive[task.name], z[task.test], device)
             by_raw = by_adaptive if name == "raw" else predict(raw_models[task.name], z[task.test], device)
             if task.name == "activity":
                 row["activity_f1"] = _round(macro_f1(truth, by_adaptive))
@@ -170,22 +179,20 @@ class Protocol:
 
     def run(self) -> Evaluation:
         started = time.monotonic()
-        z_raw = self._transform(self.methods["raw"])
-        raw_models = {}
-        for task in self.tasks.values():
-            t0 = time.monotonic()
-            raw_models[task.name] = self._fit(task, z_raw)
-            log.info("raw %s classifier trained in %.1f s", task.name, time.monotonic() - t0)
         rows: dict[str, dict] = {}
         timings: dict[str, float] = {}
-        for name, method in self.methods.items():
-            t0 = time.monotonic()
-            z = z_raw if name == "raw" else self._transform(method)
-            rows[name] = self._score_method(name, z, z_raw, raw_models)
-            timings[name] = _round(time.monotonic() - t0, 1)
-            log.info("%s scored in %.1f s: activity F1 %.1f, identity %.1f (paper's attacker) / %.1f (adaptive)",
-                     method.label, timings[name], rows[name]["activity_f1"],
-                     rows[name]["identity_acc_raw_attacker"], rows[name]["identity_acc_adaptive"])
+        with Fitter(self.config.classifier, self.config.workers) as fitter:
+            z_raw = self._transform(self.methods["raw"])
+            raw_models = self._fit_all(fitter, z_raw)  # the paper's attackers, and the raw row's own
+            for name, method in self.methods.items():
+                t0 = time.monotonic()
+                z = z_raw if name == "raw" else self._transform(method)
+                adaptive = raw_models if name == "raw" else self._fit_all(fitter, z)
+                rows[name] = self._score_method(name, z, z_raw, raw_models, adaptive)
+                timings[name] = _round(time.monotonic() - t0, 1)
+                log.info("%s scored in %.1f s: activity F1 %.1f, identity %.1f (paper's attacker) / %.1f (adaptive)",
+                         method.label, timings[name], rows[name]["activity_f1"],
+                         rows[name]["identity_acc_raw_attacker"], rows[name]["identity_acc_adaptive"])
         metrics = self._summary(rows, timings)
         metrics["elapsed_s"] = _round(time.monotonic() - started, 1)
         return Evaluation(metrics=metrics, showcase=self.showcase())

@@ -15,6 +15,12 @@ METRICS_JSON = "metrics.json"
 README_MD = "README.md"
 # A baseline counts as "useful" when its activity F1 is within this many points of raw.
 USEFUL_WITHIN = 3.0
+SOURCES = {
+    "hapt": "UCI HAPT (Reyes-Ortiz, Oneto, Samà, Parra, Anguita, Neurocomputing 2016), CC BY 4.0; "
+            "the bundled copy is data/hapt.npz",
+    "uci-hapt-raw": "UCI HAPT RawData (Reyes-Ortiz et al., Neurocomputing 2016), CC BY 4.0",
+    "motionsense": "MotionSense (Malekzadeh et al., 2019)",
+}
 
 
 def _commit() -> str | None:
@@ -162,6 +168,7 @@ def readme(metrics: dict, plots: list[str]) -> str:
         f"{', '.join(m['channels'])}) on {m['windows']['total']} windows of {m['windows']['window']} samples "
         f"(hop {m['windows']['hop']}, {m['windows']['rate_hz']:g} Hz) from {m['n_users']} users; the "
         f"{m['n_users_unseen']} held-out users {m['unseen_users']} were never seen by the anonymiser.",
+        f"Data: {SOURCES.get(m['dataset'], m['dataset'])}.",
         "",
         "Reproduce with:",
         "",

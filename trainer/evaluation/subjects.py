@@ -58,13 +58,13 @@ def _batched(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], n
     return run
 
 
-def from_run(run_dir: str | Path, name: str = "aae") -> Subject:
+def from_run(run_dir: str | Path, name: str = "aae", data_path: str | None = None) -> Subject:
     from trainer.checkpoint import load_run
 
     run = load_run(run_dir)
     return Subject(
         name=name, kind="run", path=Path(run_dir), anonymise=_batched(run.anonymise),
-        channel_mode=run.channel_mode, dataset=run.dataset, data_path=run.config.data_path,
+        channel_mode=run.channel_mode, dataset=run.dataset, data_path=data_path or run.config.data_path,
         setting=run.setting, window=run.window, hop=run.hop, rate_hz=run.rate_hz, arch=run.arch,
         train_config=run.config.to_dict(),
     )
@@ -135,7 +135,7 @@ def load_subject(path: str | Path, name: str = "aae", setting: str | None = None
     """A run directory or an ``.onnx`` file; anything else is a RunError saying which to pass."""
     path = Path(path)
     if path.is_dir():
-        subject = from_run(path, name)
+        subject = from_run(path, name, data_path)
         if setting and setting != subject.setting:
             raise RunError(f"{path} was trained for setting {subject.setting!r}, not {setting!r}; "
                            "drop --setting or evaluate another run")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from trainer.evaluation.classifiers import ClassifierConfig, LabelCodec, predict, stratified_subset, train_classifier
+from trainer.evaluation.classifiers import (
+    ClassifierConfig, Fitter, FitJob, LabelCodec, predict, stratified_subset, train_classifier,
+)
 from trainer.evaluation.dtw import dtw_matrix, dtw_pairs, true_user_rank
 from trainer.evaluation.metrics import accuracy, chance, confusion, macro_f1
 from trainer.evaluation.report import assess_targets, markdown_table, pareto_front, text_table
@@ -172,3 +175,16 @@ def test_tables_print_chance_beside_the_identity_columns() -> None:
     text = text_table(m).splitlines()
     assert text[0].split()[:3] == ["method", "act", "F1"]
     assert text[-1].split()[:3] == ["chance", "3.3", "3.3"]
+
+
+def test_classifiers_trained_in_worker_processes_equal_those_trained_here() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((120, 2, 16)).astype(np.float32)
+    y = (x[:, 0].mean(axis=1) > 0).astype(np.int64)
+    config = ClassifierConfig(epochs=2, batch_size=32, max_train_windows=100)
+    jobs = [FitJob(x, y, 2, seed) for seed in (1, 2, 3)]
+    with Fitter(config, workers=1) as here, Fitter(config, workers=2) as pool:
+        local, remote = here.fit_many(jobs), pool.fit_many(jobs)
+    for a, b in zip(local, remote):
+        assert predict(a, x).tolist() == predict(b, x).tolist()
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))

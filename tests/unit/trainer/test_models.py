@@ -73,3 +73,10 @@ def test_the_regulariser_cnn_returns_one_logit_per_class(shape: tuple[int, int])
     torch.testing.assert_close(net(x), out)  # eval mode: dropout off, deterministic
     with pytest.raises(ValueError, match="at least 2 classes"):
         build_classifier(shape, 1)
+
+
+def test_the_config_knows_the_same_architectures_as_the_model_builder() -> None:
+    from trainer.config import ARCHES as CONFIG_ARCHES
+    from trainer.models import ARCHES
+
+    assert CONFIG_ARCHES == ARCHES

@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("smoke")
     data = write_synthetic_hapt(folder / "synthetic.npz", seconds=8)
     config = TrainConfig(data_path=str(data), arch="lean", window=32, hop=8, pretrain_epochs=3, reg_epochs=3,
-                         aae_epochs=3, rounds=2, batch_size=32, val_fraction=0.2, seed=0)
+                         aae_epochs=3, rounds=2, batch_size=32, val_fraction=0.2, seed=0, epoch_fraction=1.0)
     run = train(config, folder / "run", progress=False, threads=1)
     return run, folder / "run", data
 
@@ -48,6 +48,15 @@ def test_anonymising_removes_identity_for_raw_and_retrained_attackers_and_keeps_
     assert kept["raw_attacker_identity_acc"] < 0.5 * before["raw_attacker_identity_acc"]
     assert kept["identity_acc"] < before["identity_acc"] - 0.1
     assert kept["activity_acc"] >= 0.9
+
+
+def test_training_stops_early_once_a_fresh_probe_is_near_chance_and_activity_holds(trained) -> None:
+    run, _, _ = trained
+    h = run.history
+    last = h["states"][-1]
+    assert h["stopped"] == f"converged after round {last['round']}" and last["round"] < 2
+    assert last["identity_acc"] <= 2 * h["raw"]["chance"]
+    assert last["activity_acc"] >= h["raw"]["activity_acc"] - 0.02
 
 
 def test_the_run_directory_holds_config_history_and_a_loadable_model(trained) -> None:

@@ -26,9 +26,9 @@ def sink(url: str):
 
 def window(index: int = 0) -> AnonymisedWindow:
     values = np.vstack([np.linspace(0.9, 1.1, 4), np.linspace(0, 0.3, 4)]).astype(np.float32)
-    return AnonymisedWindow(stream="s-00ff", segment=0, index=index, t0=10.0, rate_hz=50.0, channels=("acc_mag", "gyro_mag"),
-                            units=("g", "rad/s"), values=values, model="abcdefabcdef", ready_at=0.0,
-                            token=_ANONYMISER_TOKEN)
+    return AnonymisedWindow(stream="s-00ff", segment=0, index=index, t0=10.0, rate_hz=50.0,
+                            channels=("acc_mag", "gyro_mag"), units=("g", "rad/s"), values=values,
+                            model="abcdefabcdef", ready_at=0.0, token=_ANONYMISER_TOKEN)
 
 
 def test_an_unknown_source_scheme_lists_the_known_ones() -> None:

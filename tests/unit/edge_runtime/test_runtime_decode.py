@@ -91,7 +91,8 @@ def test_json_samples_in_another_channel_layout_are_refused_with_a_log_line(capl
     assert "refusing samples with channels" in caplog.text and "w1" not in caplog.text
 
 
-@pytest.mark.parametrize("bad", [b"{not json", b'{"samples": [[1, 2]], "rate_hz": 50}', b'{"samples": [], "rate_hz": 5}',
+@pytest.mark.parametrize("bad", [b"{not json", b'{"samples": [[1, 2]], "rate_hz": 50}',
+                                 b'{"samples": [], "rate_hz": 5}',
                                  b'{"samples": [[1,2,3,4,5,"x"]], "rate_hz": 50}', b'[1, 2]',
                                  b'{"samples": [[0,0,1,0,0,0]], "rate_hz": -1}'])
 def test_malformed_json_is_counted_never_raised(bad: bytes) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_factory import build_model, card_for, reference_output
+from model_factory import build_model, card_for, onnx_model, reference_output  # noqa: F401 (onnx_model: a fixture)
 from onnx import TensorProto, helper
 
 from edge_runtime.anonymiser import Anonymiser, InferenceSettings

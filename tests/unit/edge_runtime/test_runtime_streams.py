@@ -137,13 +137,24 @@ def test_duplicates_and_late_frames_are_dropped_and_counted() -> None:
         np.testing.assert_array_equal(w.samples, e)
 
 
+def test_a_sequence_that_restarts_far_behind_is_a_new_segment_not_a_flood_of_duplicates() -> None:
+    samples = ramp(600)
+    before = blocks_of(samples[:300], "A", [50] * 6, seq0=5000)
+    after = blocks_of(samples[300:], "A", [50] * 6, seq0=0, t_first=6.0)  # no new epoch: a JSON sender
+    streams, metrics = table()
+    windows = [w for b in before + after for w in streams.push(b)]
+    assert metrics.get("gaps_seq_restart") == 1 and metrics.get("blocks_out_of_order") == 0
+    assert [w.segment for w in windows] == [0, 0, 0, 1, 1, 1]
+
+
 def test_silence_longer_than_the_limit_starts_a_new_segment() -> None:
     clock = Clock()
     streams, metrics = table(clock, silence_s=2.0)
     samples = ramp(200)
     streams.push(SampleBlock(device_id="A", seq=None, epoch=0, t0=math.nan, rate_hz=RATE, samples=samples[:100]))
     clock.now += 5.0
-    windows = streams.push(SampleBlock(device_id="A", seq=None, epoch=0, t0=math.nan, rate_hz=RATE, samples=samples[100:]))
+    windows = streams.push(SampleBlock(device_id="A", seq=None, epoch=0, t0=math.nan, rate_hz=RATE,
+                                       samples=samples[100:]))
     assert windows == [] and metrics.get("gaps_silence") == 1
 
 
@@ -197,5 +208,19 @@ def test_the_measured_rate_is_compared_with_the_models(caplog: pytest.LogCapture
         for k, start in enumerate(range(0, 1500, 26)):
             streams.push(SampleBlock(device_id="A", seq=k, epoch=0, t0=start / fast, rate_hz=RATE,
                                      samples=samples[start:start + 26]), )
-    assert any("measured 52.000 Hz, 4.00% off" in r.getMessage() for r in caplog.records)
+    assert any("measured 52.000 Hz by its own clock, 4.00% off" in r.getMessage() for r in caplog.records)
     assert "imu_anon_stream_drift_ppm{stream=\"s-A\"} 40000" in metrics.prometheus()
+    assert metrics.get("gaps") == 0  # 4 % off the declared rate, block to block, is no gap
+
+
+def test_lines_without_timestamps_are_timed_by_their_arrival(caplog: pytest.LogCaptureFixture) -> None:
+    streams, metrics = table(drift_min_s=10.0)
+    samples = ramp(1008)
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.streams"):
+        for k, start in enumerate(range(0, 1008, 24)):  # 24 samples every 0.5 s: 48 Hz, not 50
+            streams.push(SampleBlock(device_id="A", seq=k, epoch=0, t0=math.nan, rate_hz=RATE,
+                                     samples=samples[start:start + 24]), at=100.0 + 0.5 * k)
+    assert any("measured 48.000 Hz arriving at the gateway" in r.getMessage() for r in caplog.records)
+    [gauge] = [line for line in metrics.prometheus().splitlines()
+               if line.startswith('imu_anon_stream_arrival_rate_hz{stream="s-A"}')]
+    assert float(gauge.split()[1]) == pytest.approx(48.0)

@@ -12,7 +12,8 @@ from edge_runtime.stitching import Stitcher
 W, HOP, RATE = 8, 2, 10.0
 
 
-def windows_over(signal: np.ndarray, segment: int = 0, stream: str = "s-a", noise: float = 0.0) -> list[AnonymisedWindow]:
+def windows_over(signal: np.ndarray, segment: int = 0, stream: str = "s-a",
+                 noise: float = 0.0) -> list[AnonymisedWindow]:
     rng = np.random.default_rng(segment)
     out = []
     for k, start in enumerate(range(0, signal.shape[1] - W + 1, HOP)):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_factory import reference_output
+from model_factory import onnx_model, reference_output  # noqa: F401 (onnx_model: a fixture)
 from runtime_helpers import as_decoded, device_name, frames_for, signal
 
 from edge_runtime import config
@@ -43,7 +43,8 @@ def run_frames(cfg: config.GatewayConfig, frames: list[bytes]):
     return summary, pipeline
 
 
-def test_two_interleaved_devices_get_their_own_windows_with_the_models_numbers(tmp_path: Path, onnx_model: Path) -> None:
+def test_two_interleaved_devices_get_their_own_windows_with_the_models_numbers(tmp_path: Path,
+                                                                               onnx_model: Path) -> None:
     a, b = signal(700, seed=1), signal(700, seed=2, offset=0.3)
     fa, fb = frames_for(a, DEV_A), frames_for(b, DEV_B)
     interleaved = [f for pair in zip(fa, fb) for f in pair]
@@ -100,3 +101,28 @@ def test_windows_are_batched_across_devices(tmp_path: Path, onnx_model: Path) ->
     summary, _ = run_frames(cfg, frames)
     assert summary.counters["windows_anonymised"] == 8 * 3
     assert summary.counters["inferences"] == 3  # each inference took one window of every device
+
+
+def test_a_batch_the_model_fails_on_is_counted_and_the_run_goes_on(tmp_path: Path, caplog) -> None:
+    import logging
+
+    import onnx
+    from model_factory import build_model
+    from onnx import TensorProto, helper
+
+    from edge_runtime.integrity import write_sidecar
+
+    path = build_model(tmp_path / "one-at-a-time.onnx")
+    model = onnx.load(path)  # a graph that only runs one window at a time: batches of two fail
+    model.graph.initializer.append(helper.make_tensor("one", TensorProto.INT64, [3], [1, 2, 128]))
+    model.graph.node[-1].output[0] = "pre"
+    model.graph.node.append(helper.make_node("Reshape", ["pre", "one"], ["anonymised"]))
+    onnx.save(model, path)
+    write_sidecar(path)
+    frames = [f for pair in zip(frames_for(signal(256, seed=1), DEV_A), frames_for(signal(256, seed=2), DEV_B))
+              for f in pair]
+    cfg = gateway_config(tmp_path, path, pipeline={"max_batch": 2, "max_wait_ms": 1000})
+    with caplog.at_level(logging.ERROR):
+        summary, _ = run_frames(cfg, frames)
+    assert summary.counters["windows_failed"] == 6 and summary.counters.get("windows_anonymised", 0) == 0
+    assert "inference failed on a batch of 2 window(s)" in caplog.text
