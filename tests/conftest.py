@@ -5,6 +5,7 @@ Everything binds to 127.0.0.1 only; every wait is bounded in time.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -40,8 +41,11 @@ class Broker:
         self.host = "127.0.0.1"
         self.workdir = workdir
         self.config = workdir / "mosquitto.conf"
+        # mosquitto started as root drops to the 'mosquitto' user, which cannot write into
+        # pytest's 0700 temp folders; keep it as the current user.
+        user = f"user {getpass.getuser()}\n"
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"log_dest file {workdir / 'mosquitto.log'}\n{extra_config}"
         )
         self.proc: subprocess.Popen | None = None

@@ -89,9 +89,7 @@ def test_simulator_logs_in_with_the_credentials_of_the_url_and_says_so_when_refu
         pytest.fail("mosquitto_passwd is missing: it comes with the Debian mosquitto package")
     secrets = tmp_path / "passwd"
     subprocess.run([passwd, "-c", "-b", str(secrets), "wearable", "s3cret"], check=True, timeout=30)
-    # As root, mosquitto would switch to its own user, which cannot read pytest's tmp_path.
-    stay = "user root\n" if os.geteuid() == 0 else ""
-    broker = Broker(tmp_path, f"password_file {secrets}\n{stay}")
+    broker = Broker(tmp_path, f"password_file {secrets}\n")
     broker.config.write_text(broker.config.read_text().replace("allow_anonymous true", "allow_anonymous false"))
     broker.start()
     try:

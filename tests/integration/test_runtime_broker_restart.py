@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import time
 from pathlib import Path
 
@@ -21,9 +20,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "hapt-user09
 def test_windows_produced_during_an_outage_arrive_after_it_up_to_the_buffer_bound(tmp_path: Path, spawn) -> None:
     # A broker that saves sessions, so the test's subscriber keeps its subscription over the restart
     # and sees everything the runtime delivers, whoever reconnects first.
-    # "user": mosquitto started as root would switch to the mosquitto user and could not write here.
-    broker = Broker(tmp_path, extra_config=f"persistence true\npersistence_location {tmp_path}/\n"
-                                           f"user {getpass.getuser()}\n")
+    broker = Broker(tmp_path, extra_config=f"persistence true\npersistence_location {tmp_path}/\n")
     broker.start()
     model = build_model(tmp_path / "anon.onnx")
     rec = load_csv(SAMPLE)

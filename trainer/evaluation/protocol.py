@@ -222,6 +222,7 @@ class Protocol:
             "tasks": {name: t.describe() for name, t in self.tasks.items()},
             "protocol": self.config.describe() | {"standardiser": self.standardiser.to_dict()},
             "subject": self.subject.describe(),
+            "train_config": self.subject.train_config,
             "rep": self.rep.describe() if self.rep and "rep" in self.methods else None,
             "notes": list(self.subject.notes),
             "method_seconds": timings,

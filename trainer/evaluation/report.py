@@ -13,6 +13,7 @@ from trainer.evaluation.plots import SCATTER_PNG, SPECTROGRAMS_PNG, WINDOWS_PNG
 
 METRICS_JSON = "metrics.json"
 README_MD = "README.md"
+TRAIN_TOML = "train.toml"
 # A baseline counts as "useful" when its activity F1 is within this many points of raw.
 USEFUL_WITHIN = 3.0
 SOURCES = {
@@ -158,7 +159,33 @@ def _targets_md(targets: dict) -> list[str]:
     return lines + [""]
 
 
-def readme(metrics: dict, plots: list[str]) -> str:
+def train_toml(config: dict) -> str:
+    """The evaluated model's training config as a file for 'imu-anon train --config'
+    (unset keys are left out: TOML has no null, and unset is their default)."""
+    lines = ["# The configuration the evaluated model was trained with.", "[train]"]
+    for key, value in sorted(config.items()):
+        if value is None:
+            continue
+        lines.append(f"{key} = {json.dumps(value)}")  # JSON scalars are valid TOML scalars
+    return "\n".join(lines) + "\n"
+
+
+def _reproduce(m: dict, out_name: str | None) -> list[str]:
+    lines = ["Reproduce with:", "", "```"]
+    subj = m["subject"]
+    if m.get("train_config") and out_name:
+        target = subj["path"] if subj["kind"] == "run" else "runs/NAME"
+        lines.append(f"imu-anon train --config {out_name}/{TRAIN_TOML} --out {target}")
+        if subj["kind"] == "onnx":
+            lines.append(f"imu-anon export runs/NAME --out {subj['path']}")
+    lines += [m.get("command", "imu-anon evaluate ..."), "```", ""]
+    if m.get("train_config"):
+        lines += [f"`{TRAIN_TOML}` holds the configuration the model was trained with; the REP baseline is "
+                  "trained with the same one and `variant = \"rep\"`.", ""]
+    return lines
+
+
+def readme(metrics: dict, plots: list[str], out_name: str | None = None) -> str:
     m = metrics
     subj, proto = m["subject"], m["protocol"]
     lines = [
@@ -170,12 +197,7 @@ def readme(metrics: dict, plots: list[str]) -> str:
         f"{m['n_users_unseen']} held-out users {m['unseen_users']} were never seen by the anonymiser.",
         f"Data: {SOURCES.get(m['dataset'], m['dataset'])}.",
         "",
-        "Reproduce with:",
-        "",
-        "```",
-        m.get("command", "imu-anon evaluate ..."),
-        "```",
-        "",
+        *_reproduce(m, out_name),
         "Accuracies and F1 scores in percent; chance beside each identity column. MSE is in "
         "standardised units (training users' raw mean/std). DTW rank: rank of the true user (1 = found) "
         "among users ordered by their nearest raw reference window; higher is more private.",
@@ -245,5 +267,16 @@ def write_report(metrics: dict, out_dir: Path, plots: list[Path]) -> tuple[Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = write_json(out_dir / METRICS_JSON, metrics)
     md_path = out_dir / README_MD
-    md_path.write_text(readme(metrics, [p.name for p in plots]), encoding="utf-8")
+    if metrics.get("train_config"):
+        (out_dir / TRAIN_TOML).write_text(train_toml(metrics["train_config"]), encoding="utf-8")
+    md_path.write_text(readme(metrics, [p.name for p in plots], _display(out_dir)), encoding="utf-8")
     return json_path, md_path
+
+
+def _display(out_dir: Path) -> str:
+    """The output folder as the reproducing commands should name it: relative to the
+    current folder when inside it."""
+    try:
+        return str(out_dir.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(out_dir)

@@ -88,6 +88,12 @@ def test_evaluating_a_run_directory_copies_metrics_into_the_run(tmp_path: Path) 
     assert json.loads((run / "metrics.json").read_text()) == written
     assert tuple(written["methods"]) == ("raw", "aae")
     assert written["subject"]["kind"] == "run" and written["subject"]["arch"] == "lean"
+    # the report says how the model was trained, as a file 'imu-anon train --config' reads back
+    toml = run / "evaluation" / "train.toml"
+    assert TrainConfig.from_toml(toml) == TrainConfig(arch="lean", max_windows=3000)
+    readme = (run / "evaluation" / "README.md").read_text()
+    assert f"imu-anon train --config {run / 'evaluation'}/train.toml --out {run}" in readme
+    assert "REP only if one already exists" not in proc.stderr and "REP: none at" in proc.stderr
 
 
 def test_a_run_directory_and_an_onnx_file_look_alike_to_the_protocol(tmp_path: Path) -> None:
