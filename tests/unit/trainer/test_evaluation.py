@@ -14,8 +14,9 @@ from conftest import run_cli
 from model_factory import build_model
 from trainer.checkpoint import MODEL_FILE, model_record, save_torch
 from trainer.config import TrainConfig
-from trainer.data import Standardiser
+from trainer.data import SETTINGS, Standardiser, load_dataset, make_windows
 from trainer.evaluation.subjects import load_subject
+from trainer.evaluation.tasks import build_tasks, dtw_sample
 from trainer.models import build_anonymiser
 
 METHODS = ("raw", "aae", "resample_10hz", "resample_5hz", "ssa_1", "ssa_12", "rep")
@@ -37,6 +38,34 @@ def tiny_run(run_dir: Path) -> Path:
                                                   train_users=(1, 3)))
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
     return run_dir
+
+
+def test_tasks_hold_out_the_right_users_and_never_share_a_sample_between_train_and_test(hapt_path: Path) -> None:
+    setting = SETTINGS["hapt-walk3"]
+    ws = make_windows(load_dataset("hapt", hapt_path), setting, 128, 32)
+    tasks = build_tasks(ws, setting, seed=0)
+    assert set(tasks) == {"activity", "identity_time", "identity_time_unseen", "identity_cross_session",
+                          "identity_cross_session_unseen"}
+    assert set(ws.user[tasks["activity"].test]) == set(setting.test_users)
+    assert not set(ws.user[tasks["activity"].train]) & set(setting.test_users)
+    for name in ("identity_time_unseen", "identity_cross_session_unseen"):
+        t = tasks[name]
+        assert set(ws.user[t.train]) == set(ws.user[t.test]) == set(setting.test_users)
+        assert t.chance == pytest.approx(100 / 6)
+    time = tasks["identity_time"]
+    assert len(time.codec) == 30
+    for seg in np.unique(ws.segment[time.test]):
+        train_starts = ws.start[time.train][ws.segment[time.train] == seg]
+        test_starts = ws.start[time.test][ws.segment[time.test] == seg]
+        if train_starts.size:  # every test window begins after the last training window ends
+            assert test_starts.min() >= train_starts.max() + 128
+    cross = tasks["identity_cross_session"]
+    for user in ws.users:
+        assert not set(ws.session[cross.train][ws.user[cross.train] == user]) & set(
+            ws.session[cross.test][ws.user[cross.test] == user])
+    queries, refs = dtw_sample(ws, time, 2, 3, seed=0)
+    assert np.isin(queries, time.test).all() and np.isin(refs, time.train).all()
+    assert np.bincount(ws.user[refs]).max() == 3 and len(np.unique(ws.user[queries])) == 30
 
 
 @pytest.mark.slow
