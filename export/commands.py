@@ -40,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="held-out windows for the parity check (at least 1000; default 2000)")
     parser.add_argument("--calibration-windows", type=int, default=300, metavar="N",
                         help="training windows to calibrate int8 on (default 300)")
+    parser.add_argument("--calibration", choices=("minmax", "moving-average"), default="minmax",
+                        help="int8 activation ranges: minmax never clips (default); moving-average has a "
+                             "lower average error but clips rare extremes")
     parser.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
                         help="7-bit int8 weights: auto = on for x86 without VNNI (default)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
@@ -54,7 +57,7 @@ def _options(args: argparse.Namespace):
 
     return ExportOptions(
         acc_unit=args.input_units, opset=args.opset or OPSET, int8=args.int8,
-        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range], calibration=args.calibration,
         parity_windows=args.parity_windows, calibration_windows=args.calibration_windows, seed=args.seed,
     )
 

@@ -23,7 +23,7 @@ from export.errors import ExportError
 from export.flops import count_flops
 from export.graph import DeployedAnonymiser
 from export.parity import FP32_TOLERANCE, MIN_PARITY_WINDOWS, Difference, check_parity, compare, from_g, run_file
-from export.quantise import default_reduce_range, quantise_int8
+from export.quantise import CALIBRATIONS, default_reduce_range, quantise_int8
 from export.weights import weights_sha256
 from export.windows import ExportWindows, windows_for_run
 from export.writer import (
@@ -40,6 +40,7 @@ class ExportOptions:
     opset: int = OPSET
     int8: bool = False
     reduce_range: bool | None = None  # None: decided from this CPU (x86 without VNNI -> True)
+    calibration: str = "minmax"  # see export.quantise.CALIBRATIONS
     parity_windows: int = 2000
     calibration_windows: int = 300
     seed: int = 0
@@ -53,6 +54,8 @@ class ExportOptions:
             problems.append(f"opset must be 17..23, got {self.opset}")
         if self.parity_windows < MIN_PARITY_WINDOWS:
             problems.append(f"parity needs at least {MIN_PARITY_WINDOWS} windows, got {self.parity_windows}")
+        if self.calibration not in CALIBRATIONS:
+            problems.append(f"int8 calibration must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
         if self.calibration_windows < 16:
             problems.append(f"int8 calibration needs at least 16 windows, got {self.calibration_windows}")
         if not self.tolerance > 0:
@@ -124,12 +127,13 @@ def write_int8(run, fp32: ExportedFile, out: str | Path, calibration_g: np.ndarr
     also returns how it was quantised."""
     reduce_range = default_reduce_range() if options.reduce_range is None else options.reduce_range
     out = Path(out)
-    kept = quantise_int8(fp32.path, out, from_g(calibration_g, options.acc_unit), reduce_range=reduce_range)
+    kept = quantise_int8(fp32.path, out, from_g(calibration_g, options.acc_unit), reduce_range=reduce_range,
+                         calibration_method=options.calibration)
     model = load_model(out)
     card = make_card(run, model, precision="int8", acc_unit=options.acc_unit, opset=options.opset)
     set_metadata(model, card, _config_entry(run))
     how = {"reduce_range": reduce_range, "calibration_windows": int(len(calibration_g)), "kept_fp32": kept,
-           "format": "QDQ, per-channel int8 weights, uint8 activations, MinMax calibration"}
+           "format": f"QDQ, per-channel int8 weights, uint8 activations, {options.calibration} calibration"}
     return ExportedFile(path=save_model(model, out), card=card), how
 
 

@@ -34,6 +34,11 @@ from export.errors import ExportError
 log = logging.getLogger(__name__)
 
 QUANTISED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# minmax: activation ranges cover every calibration value, so nothing is ever clipped (bounded
+# worst case, coarser steps); moving-average: the mean of per-batch ranges, finer steps and a
+# lower average error, but rare extreme samples are clipped (on the lean default model: 10 %
+# instead of 13-19 % relative RMS error, and a largest deviation of ~1 g instead of ~0.4 g).
+CALIBRATIONS = ("minmax", "moving-average")
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 
 
@@ -88,6 +93,7 @@ def quantise_int8(
     per_channel: bool = True,
     op_types: tuple[str, ...] = QUANTISED_OPS,
     keep_ends: bool = True,
+    calibration_method: str = "minmax",
 ) -> list[str]:
     """Write a QDQ int8 copy of ``fp32_path`` to ``out_path`` (graph only: the caller adds the
     card and the sidecar). ``calibration`` are raw training windows [N, 6, W]. Returns the names
@@ -97,6 +103,8 @@ def quantise_int8(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if calibration_method not in CALIBRATIONS:
+        raise ExportError(f"int8 calibration must be one of {list(CALIBRATIONS)}, got {calibration_method!r}")
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 3 or len(calibration) == 0:
         raise ExportError(f"int8 calibration needs raw windows [N, 6, W] with N > 0, got shape {calibration.shape}")
@@ -115,10 +123,11 @@ def quantise_int8(
             per_channel=per_channel, reduce_range=reduce_range,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"CalibTensorRangeSymmetric": False},
+            extra_options={"CalibTensorRangeSymmetric": False,
+                           "CalibMovingAverage": calibration_method == "moving-average"},
         )
-    log.info("int8: %d calibration windows, per-channel %s, reduce_range %s, kept fp32: %s", len(calibration),
-             per_channel, reduce_range, ", ".join(excluded) or "none")
+    log.info("int8: %d calibration windows (%s), per-channel %s, reduce_range %s, kept fp32: %s",
+             len(calibration), calibration_method, per_channel, reduce_range, ", ".join(excluded) or "none")
     return excluded
 
 

@@ -29,7 +29,7 @@ from export.weights import weights_sha256
 log = logging.getLogger(__name__)
 
 # 18 is the lowest opset the torch.export-based exporter of torch 2.13 implements natively
-# (asking for 17 triggers a version conversion); onnxruntime >= 1.16 runs it.
+# (asking for 17 triggers a version conversion); onnxruntime 1.14 and newer run it.
 OPSET = 18
 # Metadata beyond the card: the trainer's resolved configuration, for audit and reproduction.
 CONFIG_KEY = PREFIX + "train_config"

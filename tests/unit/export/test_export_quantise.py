@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.quantise import WindowReader, cpu_has_vnni, default_reduce_range
+from export.errors import ExportError
+from export.exporter import ExportOptions
+from export.quantise import WindowReader, cpu_has_vnni, default_reduce_range, quantise_int8
 
 X86_OLD = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse avx2\n"
 X86_VNNI = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
@@ -43,3 +45,11 @@ def test_the_reader_hands_out_every_window_once_per_pass_in_bounded_batches() ->
         assert [len(b) for b in batches] == [4, 4, 2]
         np.testing.assert_array_equal(np.concatenate(batches), windows)
         reader.rewind()
+
+
+def test_an_unknown_calibration_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"int8 calibration must be one of \['minmax', 'moving-average'\]"):
+        ExportOptions(calibration="entropy")
+    with pytest.raises(ExportError, match="int8 calibration must be one of"):
+        quantise_int8(tmp_path / "missing.onnx", tmp_path / "out.onnx", np.zeros((4, 6, 8), np.float32),
+                      calibration_method="entropy")
