@@ -20,7 +20,8 @@ fi
 
 echo "== 2/4 export -> $DIR/model.onnx"
 cli export "$DIR/run" --out "$DIR/model.onnx" --quick-evaluation
-cli inspect "$DIR/model.onnx" | head -n 20
+cli inspect "$DIR/model.onnx" > "$DIR/inspect.txt"
+head -n 20 "$DIR/inspect.txt"
 
 echo "== 3/4 local broker, runtime, simulated wearable on a pty"
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

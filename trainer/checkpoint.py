@@ -85,13 +85,13 @@ class TrainedRun:
         return self.standardiser.invert(out)
 
     def encode(self, raw: np.ndarray) -> np.ndarray:
-        """The latent [N, C, W/4] of raw windows (what EncReg sees)."""
+        """The latent [N, C * k, W/4] of raw windows (what EncReg sees)."""
         x = self.standardised(raw)
         self.model.eval()
         with torch.no_grad():
             parts = [self.model.encode(torch.from_numpy(x[i:i + BATCH])).numpy()
                      for i in range(0, x.shape[0], BATCH)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.channels, self.window // 4), np.float32)
+        return np.concatenate(parts) if parts else np.zeros((0, *self.model.latent_shape), np.float32)
 
 
 def split_name(test_users) -> str:

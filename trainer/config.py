@@ -17,7 +17,7 @@ from trainer.data.dataset import DATASETS
 from trainer.errors import ConfigError
 
 VARIANTS = ("aae", "rep")  # rep: only the latent is anonymised (EncReg term alone)
-ARCHES = ("paper", "lean")  # trainer.models.ARCHES, repeated so reading a config needs no torch
+ARCHES = ("paper", "lean", "lean-wide")  # trainer.models.ARCHES, repeated so reading a config needs no torch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +38,13 @@ class TrainConfig:
     beta_i_dec: float = 1.0
     beta_a: float = 4.0
     beta_d: float = 0.1
+    # CE of the raw-trained activity classifier (fitted once, frozen) on X': the output must
+    # stay readable by an app that was never retrained, whose features carry over to new users
+    beta_a_raw: float = 0.0
+    # >1: the training users are dealt into this many folds, each with its own ActReg, and a
+    # window's activity loss comes from a fold that never saw its user (cross-fitting), so the
+    # AAE cannot keep activity in a user-specific code that fails on new wearers; 1: the paper
+    activity_folds: int = 1
     l2: float = 1e-3  # the paper's L2 on hidden convolutions (Keras convention: l2 * sum w^2)
     # the Fig. 6 procedure: pre-train, then rounds of (fit regularisers, train the AAE)
     pretrain_epochs: int = 2
@@ -81,10 +88,11 @@ class TrainConfig:
             problems.append(f"window must be a multiple of 4 and at least 32, got {self.window}")
         if not 0 < self.hop <= self.window:
             problems.append(f"hop must be in 1..window, got {self.hop}")
-        for name in ("beta_i_enc", "beta_i_dec", "beta_a", "beta_d", "l2"):
+        for name in ("beta_i_enc", "beta_i_dec", "beta_a", "beta_a_raw", "beta_d", "l2"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("reg_epochs", "aae_epochs", "rounds", "batch_size", "reg_batch_size", "adversaries"):
+        for name in ("reg_epochs", "aae_epochs", "rounds", "batch_size", "reg_batch_size", "adversaries",
+                     "activity_folds"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("pretrain_epochs", "online_adversary_steps"):

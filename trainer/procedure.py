@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +24,7 @@ from trainer.preparation import Prepared
 
 log = logging.getLogger(__name__)
 Bar = Callable[[str, int], Any]  # makes a progress bar: (description, total) -> tqdm-like
+RAW_NETS = ("raw_attacker", "raw_act")  # fitted once on raw windows: the references
 
 
 class Procedure:
@@ -32,7 +34,7 @@ class Procedure:
         torch.manual_seed(config.seed)
         self.model = build_anonymiser(config.arch, data.channels, config.window).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.regs: dict[str, nn.Module] = {}  # enc, act, adv0..advK-1, raw_attacker
+        self.regs: dict[str, nn.Module] = {}  # enc, act, adv0..advK-1, raw_attacker, raw_act
         self.history: dict[str, Any] = {"raw": None, "pretrain": [], "rounds": [], "states": [],
                                         "pretrained": False, "rounds_done": 0, "stopped": None,
                                         "best_round": None}
@@ -49,7 +51,7 @@ class Procedure:
         return len(self.data.class_names)
 
     def _latent_shape(self) -> tuple[int, int]:
-        return (self.data.channels, self.config.window // 4)
+        return self.model.latent_shape
 
     def _x_shape(self) -> tuple[int, int]:
         return (self.data.channels, self.config.window)
@@ -65,6 +67,53 @@ class Procedure:
             return fit_classifier(net, x, y, epochs=epochs, batch_size=self.config.reg_batch_size,
                                   lr=self.config.reg_lr, gen=self.gen, device=self.device, progress=bar.update)
 
+    def _act_names(self) -> list[str]:
+        k = self.config.activity_folds
+        return ["act"] if k < 2 else [f"act{f}" for f in range(k)]
+
+    def _fold_of(self, user: torch.Tensor) -> torch.Tensor:
+        """The activity fold of each window's user: users are dealt to folds in a seeded order."""
+        k = max(1, self.config.activity_folds)
+        order = torch.randperm(self.n_users, generator=torch.Generator().manual_seed(self.config.seed + 7))
+        return (order % k)[user.cpu()].to(user.device)
+
+    def _activity_logits(self, nets: list[nn.Module], x: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """Activity logits of ``x``, each window read by the regulariser of the NEXT fold, one that
+        never saw its user: only activity cues that carry over to other people earn credit."""
+        if len(nets) == 1:
+            return nets[0](x)
+        fold = self._fold_of(user)
+        out = None
+        for f, net in enumerate(nets):
+            mine = (fold + 1) % len(nets) == f
+            if mine.any():
+                logits = net(x[mine])
+                out = logits.new_zeros((len(x), logits.shape[1])) if out is None else out
+                out[mine] = logits
+        return out
+
+    def _predict_activity(self, nets: list[nn.Module], x: torch.Tensor, user: torch.Tensor) -> np.ndarray:
+        if len(nets) == 1:
+            return predict(nets[0], x, self.device)
+        preds = np.empty(len(x), dtype=np.int64)
+        reader = ((self._fold_of(user) + 1) % len(nets)).numpy()
+        for f, net in enumerate(nets):
+            mine = reader == f
+            if mine.any():
+                preds[mine] = predict(net, x[torch.from_numpy(mine)], self.device)
+        return preds
+
+    def _fit_activity(self, prefix: str, x: torch.Tensor, part, names: list[str]) -> dict[str, float]:
+        """Fit the activity network(s) on ``x``: one on every window, or one per user fold."""
+        losses = {}
+        fold = self._fold_of(part.user)
+        for f, name in enumerate(names):
+            net = self._reg(name, self._x_shape(), self.n_classes)
+            mine = torch.ones_like(fold, dtype=torch.bool) if len(names) == 1 else fold == f
+            losses[f"{name}_reg_loss"] = self._fit(f"{prefix} {name}", net, x[mine], part.activity[mine],
+                                                   self.config.reg_epochs)
+        return losses
+
     def _l2(self) -> torch.Tensor:
         return self.config.l2 * sum((w * w).sum() for w in self.model.hidden_conv_weights())
 
@@ -78,11 +127,17 @@ class Procedure:
         """Fit ActReg and an identity attacker on the raw windows: the reference figures,
         and the paper's attacker (trained on raw, fed X') for every later state."""
         tr, va, c = self.data.train, self.data.val, self.config
-        act = new_classifier(self._x_shape(), self.n_classes, self.gen).to(self.device)
+        act = self._reg("raw_act", self._x_shape(), self.n_classes)
         self._fit("raw ActReg", act, tr.x, tr.activity, c.reg_epochs)
         attacker = self._reg("raw_attacker", self._x_shape(), self.n_users)
         self._fit("raw attacker", attacker, tr.x, tr.user, c.reg_epochs)
-        pred_act = predict(act, va.x, self.device)
+        if c.activity_folds > 1:
+            # the reference for the cross-fold validation figure below: raw windows, same folds
+            names = [f"raw_{n}" for n in self._act_names()]
+            self._fit_activity("raw", tr.x, tr, names)
+            pred_act = self._predict_activity([self.regs.pop(n) for n in names], va.x, va.user)
+        else:
+            pred_act = predict(act, va.x, self.device)
         raw = {"activity_acc": accuracy(pred_act, va.activity),
                "activity_f1": macro_f1(pred_act, va.activity, self.n_classes),
                "identity_acc": accuracy(predict(attacker, va.x, self.device), va.user),
@@ -132,9 +187,8 @@ class Procedure:
             # a newcomer learns from X' alone, as the evaluation's adaptive attacker does
             probe = new_classifier(self._x_shape(), self.n_users, self.gen).to(self.device)
             self._fit("identity probe", probe, xp_tr, tr.user, c.reg_epochs)
-        act = self._reg("act", self._x_shape(), self.n_classes)
-        fitted["act_reg_loss"] = self._fit("ActReg", act, xp_tr, tr.activity, c.reg_epochs)
-        pred_act = predict(act, xp_va, self.device)
+        fitted.update(self._fit_activity("ActReg", xp_tr, tr, self._act_names()))
+        pred_act = self._predict_activity([self.regs[n] for n in self._act_names()], xp_va, va.user)
         with torch.no_grad():
             mse = float(F.mse_loss(xp_va, va.x))
         val = {
@@ -184,8 +238,10 @@ class Procedure:
 
     def train_round(self) -> None:
         c, tr = self.config, self.data.train
-        frozen = {name: net for name, net in self.regs.items() if name != "raw_attacker"}
-        for net in frozen.values():
+        # the raw-trained networks stay as they were fitted: no online updates, ever
+        fixed = {name: self.regs[name] for name in RAW_NETS}
+        frozen = {name: net for name, net in self.regs.items() if name not in RAW_NETS}
+        for net in (*frozen.values(), *fixed.values()):
             net.eval()
             net.requires_grad_(False)
         online = self._online_optimisers(frozen)
@@ -211,8 +267,12 @@ class Procedure:
                         terms["li_dec"] = sum(identity_loss(a(xp), ub) for a in advs) / len(advs)
                         loss = loss + c.beta_i_dec * terms["li_dec"]
                     if c.variant == "aae" and c.beta_a > 0:
-                        terms["ce_act"] = activity_loss(frozen["act"](xp), ab)
+                        acts = [frozen[n] for n in self._act_names()]
+                        terms["ce_act"] = activity_loss(self._activity_logits(acts, xp, ub), ab)
                         loss = loss + c.beta_a * terms["ce_act"]
+                    if c.variant == "aae" and c.beta_a_raw > 0:
+                        terms["ce_act_raw"] = activity_loss(fixed["raw_act"](xp), ab)
+                        loss = loss + c.beta_a_raw * terms["ce_act_raw"]
                     terms["loss"] = loss
                     self._step(loss)
                     if online:
@@ -225,7 +285,7 @@ class Procedure:
             records.append(record)
             log.info("AAE round %d epoch %d: %s", r, epoch + 1,
                      ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("round", "epoch")))
-        for net in frozen.values():
+        for net in (*frozen.values(), *fixed.values()):
             net.requires_grad_(True)
         self.history["rounds"].append(records)
         self.history["rounds_done"] = r
@@ -238,9 +298,15 @@ class Procedure:
     def _online_updates(self, opts, z, xp, ub, ab) -> None:
         """Keep the adversaries current while the AAE moves, so it cannot settle on fooling
         networks that an attacker retrained on its output would no longer be."""
+        fold = self._fold_of(ub) if self.config.activity_folds > 1 else None
         for name, opt in opts.items():
             net = self.regs[name]
-            inp, target = (z, ub) if name == "enc" else (xp, ab if name == "act" else ub)
+            inp, target = (z, ub) if name == "enc" else (xp, ab if name.startswith("act") else ub)
+            if fold is not None and name.startswith("act"):
+                mine = fold == int(name[3:])  # each fold's network keeps learning its own users only
+                if int(mine.sum()) < 2:
+                    continue
+                inp, target = inp[mine], target[mine]
             net.train()
             net.requires_grad_(True)
             for _ in range(self.config.online_adversary_steps):
@@ -267,7 +333,7 @@ class Procedure:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         for name, sd in state["regs"].items():
-            n = self.n_classes if name == "act" else self.n_users
+            n = self.n_classes if name.startswith(("act", "raw_act")) else self.n_users
             shape = self._latent_shape() if name == "enc" else self._x_shape()
             self.regs[name] = new_classifier(shape, n, self.gen).to(self.device)
             self.regs[name].load_state_dict(sd)

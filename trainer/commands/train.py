@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trainer.config import ARCHES
+
 _FLAG_FIELDS = {  # flag dest -> TrainConfig field
     "dataset": "dataset", "data_path": "data_path", "setting": "setting", "channels": "channel_mode",
     "arch": "arch", "variant": "variant", "window": "window", "hop": "hop", "rounds": "rounds",
     "seed": "seed", "batch_size": "batch_size", "lr": "lr", "max_windows": "max_windows",
-    "beta_i_enc": "beta_i_enc", "beta_i_dec": "beta_i_dec", "beta_a": "beta_a", "beta_d": "beta_d",
+    "beta_i_enc": "beta_i_enc", "beta_i_dec": "beta_i_dec", "beta_a": "beta_a", "beta_a_raw": "beta_a_raw",
+    "beta_d": "beta_d", "activity_folds": "activity_folds",
     "adversaries": "adversaries", "online_adversary_steps": "online_adversary_steps",
     "epoch_fraction": "epoch_fraction",
 }
@@ -26,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setting", help="evaluation setting: hapt-walk3 (default), hapt-6, motionsense-4")
     parser.add_argument("--quick", action="store_true", help="small preset for demos and CI (minutes on 2 cores)")
     parser.add_argument("--config", type=Path, help="TOML file with TrainConfig keys (optionally under [train])")
-    parser.add_argument("--arch", choices=("paper", "lean"))
+    parser.add_argument("--arch", choices=ARCHES, help="anonymiser architecture (see trainer/models/anonymiser.py)")
     parser.add_argument("--channels", choices=("mag", "axes"), help="model channels: 2 magnitudes or 6 axes")
     parser.add_argument("--variant", choices=("aae", "rep"), help="rep: only the latent is anonymised")
     parser.add_argument("--epochs", type=int, help="epochs of every phase (pre-training, regularisers, AAE)")
@@ -41,6 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta-i-enc", type=float, help="weight of the latent identity loss")
     parser.add_argument("--beta-i-dec", type=float, help="weight of the output identity loss")
     parser.add_argument("--beta-a", type=float, help="weight of the activity cross-entropy")
+    parser.add_argument("--beta-a-raw", type=float,
+                        help="weight of the activity cross-entropy through a frozen classifier trained on raw data")
+    parser.add_argument("--activity-folds", type=int,
+                        help="user folds of the activity regulariser (2+: cross-fitted, 1: the paper's)")
     parser.add_argument("--beta-d", type=float, help="weight of the distortion (MSE)")
     parser.add_argument("--adversaries", type=int, help="identity adversaries on the output")
     parser.add_argument("--online-adversary-steps", type=int,

@@ -95,6 +95,7 @@ MORE_COLUMNS = (
     ("identity_acc_adaptive_cross_session_unseen", "Identity, adaptive, cross-session, held-out users",
      "chance_identity_unseen"),
     ("dtw_top1", "DTW 1-NN identity", None),
+    ("negative_magnitude_pct", "Magnitude samples below 0", None),
 )
 
 
@@ -102,7 +103,9 @@ def _cell(row: dict, key: str) -> str:
     v = row.get(key)
     if v is None:
         return "–"
-    return f"{v:.4f}" if key == "mse" else f"{v:.1f}"
+    if key == "mse":
+        return f"{v:.4f}"
+    return f"{v:.2f}" if key == "negative_magnitude_pct" else f"{v:.1f}"
 
 
 def _header(metrics: dict, key: str, title: str, chance_key: str | None) -> str:

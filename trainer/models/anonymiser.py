@@ -18,7 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHES = ("paper", "lean")
+# arch -> (filters, latent filters per component). The paper squeezes each component into one
+# latent row of W/4 samples: 12.5 Hz at 50 Hz input, less than a 10 Hz resampling keeps.
+ARCH_SPECS: dict[str, tuple[int, int]] = {"paper": (100, 1), "lean": (32, 1), "lean-wide": (32, 2)}
+ARCHES = tuple(ARCH_SPECS)
 
 
 def _act(arch: str) -> nn.Module:
@@ -33,12 +36,13 @@ def _block(arch: str, conv: nn.Module, filters: int) -> list[nn.Module]:
 
 
 class Anonymiser(nn.Module):
-    """forward(x [N, C, W] standardised) -> [N, C, W]; ``encode`` gives the latent [N, C, W/4]."""
+    """forward(x [N, C, W] standardised) -> [N, C, W]; ``encode`` gives the latent [N, C * k, W/4]."""
 
-    def __init__(self, arch: str, channels: int, window: int, filters: int) -> None:
+    def __init__(self, arch: str, channels: int, window: int, filters: int, latent_filters: int = 1) -> None:
         super().__init__()
         self.arch, self.channels, self.window, self.filters = arch, channels, window, filters
-        f = filters
+        self.latent_filters = latent_filters
+        f, k = filters, latent_filters
 
         def conv(cin: int, cout: int) -> nn.Conv1d:
             return nn.Conv1d(cin, cout, 3, padding=1)
@@ -54,11 +58,11 @@ class Anonymiser(nn.Module):
             *_block(arch, conv(f, f), f),
             nn.MaxPool1d(2),
             *_block(arch, conv(f, f), f),
-            conv(f, 1),
-            nn.BatchNorm1d(1),
+            conv(f, k),
+            nn.BatchNorm1d(k),
         )
         self.decoder = nn.Sequential(
-            *_block(arch, up(1, f, 1), f),
+            *_block(arch, up(k, f, 1), f),
             *_block(arch, up(f, f, 2), f),
             *_block(arch, up(f, f, 2), f),
             up(f, f, 1),
@@ -66,16 +70,15 @@ class Anonymiser(nn.Module):
             conv(f, 1),
         )
 
-    def _fold(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(-1, 1, x.shape[-1])
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, W] -> the latent [N, C * latent_filters, W/4], component-major."""
         n = x.shape[0]
-        return self.encoder(self._fold(x)).reshape(n, self.channels, -1)
+        return self.encoder(x.reshape(-1, 1, x.shape[-1])).reshape(n, -1, x.shape[-1] // 4)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         n = latent.shape[0]
-        return self.decoder(self._fold(latent)).reshape(n, self.channels, -1)
+        rows = latent.reshape(-1, self.latent_filters, latent.shape[-1])
+        return self.decoder(rows).reshape(n, self.channels, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -89,8 +92,8 @@ class Anonymiser(nn.Module):
         return hidden
 
     @property
-    def latent_window(self) -> int:
-        return self.window // 4
+    def latent_shape(self) -> tuple[int, int]:
+        return (self.channels * self.latent_filters, self.window // 4)
 
 
 def build_anonymiser(arch: str, channels: int, window: int) -> nn.Module:
@@ -100,4 +103,5 @@ def build_anonymiser(arch: str, channels: int, window: int) -> nn.Module:
         raise ValueError(f"channels must be positive, got {channels}")
     if window < 8 or window % 4:
         raise ValueError(f"window must be a multiple of 4 (two 2x poolings), at least 8; got {window}")
-    return Anonymiser(arch, channels, window, filters=100 if arch == "paper" else 32)
+    filters, latent_filters = ARCH_SPECS[arch]
+    return Anonymiser(arch, channels, window, filters=filters, latent_filters=latent_filters)

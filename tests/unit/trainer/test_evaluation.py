@@ -22,7 +22,7 @@ from trainer.models import build_anonymiser
 METHODS = ("raw", "aae", "resample_10hz", "resample_5hz", "ssa_1", "ssa_12", "rep")
 REQUIRED = ("activity_f1", "identity_acc_raw_attacker", "identity_acc_adaptive", "identity_acc_adaptive_unseen",
             "identity_acc_adaptive_cross_session", "mse")
-PERCENT_SUFFIXES = ("_f1", "_acc", "_attacker", "_adaptive", "_unseen", "_session", "_classifier", "_top1")
+PERCENT_SUFFIXES = ("_f1", "_acc", "_attacker", "_adaptive", "_unseen", "_session", "_classifier", "_top1", "_pct")
 
 
 def tiny_run(run_dir: Path) -> Path:
@@ -90,7 +90,7 @@ def test_evaluating_an_onnx_file_writes_every_metric_in_range_a_table_and_plots(
                 assert 0.0 <= value <= 100.0, (name, key, value)
         assert 1.0 <= row["dtw_rank"] <= 30.0
     raw, smooth = m["methods"]["raw"], m["methods"]["aae"]
-    assert raw["mse"] == 0.0
+    assert raw["mse"] == 0.0 and raw["negative_magnitude_pct"] == 0.0
     # the paper's attacker on raw data is the adaptive one: the same classifier, the same figure
     assert raw["identity_acc_raw_attacker"] == raw["identity_acc_adaptive"]
     # light smoothing distorts less than throwing away everything above 2.5 Hz

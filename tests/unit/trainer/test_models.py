@@ -11,14 +11,20 @@ from trainer.models import build_anonymiser, build_classifier, count_flops
 PLAIN_OPS = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.SELU, nn.ReLU, nn.MaxPool1d, nn.Sequential)
 
 
-@pytest.mark.parametrize("arch", ["paper", "lean"])
+@pytest.mark.parametrize("arch,rows", [("paper", 1), ("lean", 1), ("lean-wide", 2)])
 @pytest.mark.parametrize("channels", [2, 6])
-def test_anonymiser_keeps_the_input_shape_and_halves_time_twice_in_the_latent(arch: str, channels: int) -> None:
+def test_anonymiser_keeps_the_input_shape_and_halves_time_twice_in_the_latent(arch: str, rows: int,
+                                                                              channels: int) -> None:
     torch.manual_seed(0)
     model = build_anonymiser(arch, channels, 128).eval()
     x = torch.randn(3, channels, 128)
     assert model(x).shape == (3, channels, 128)
-    assert model.encode(x).shape == (3, channels, 32)
+    assert model.encode(x).shape == (3, channels * rows, 32) == (3, *model.latent_shape)
+    # each component keeps its own latent rows: changing one input component moves only its rows
+    y = x.clone()
+    y[:, 0] += 1.0
+    moved = (model.encode(y) - model.encode(x)).abs().amax(dim=(0, 2)) > 0
+    assert moved.tolist() == [True] * rows + [False] * (channels - 1) * rows
 
 
 def test_the_paper_architecture_costs_what_the_paper_reports_and_lean_at_least_three_times_less() -> None:
