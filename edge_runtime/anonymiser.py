@@ -9,6 +9,7 @@ The exporter and the evaluator load models through the same function.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,12 @@ class Anonymiser:
         self._sha256 = sha256
         self.settings = settings
         # The pipeline's samples are in g; the model may declare m/s^2 (ACC_UNITS maps to g).
-        self._to_model_units = np.array([1.0 / card.acc_scale_to_g] * 3 + [1.0] * 3, dtype=np.float32)[:, None]
+        to_model = np.array([1.0 / card.acc_scale_to_g] * 3 + [1.0] * 3, dtype=np.float32)[:, None]
+        self._to_model_units = None if (to_model == 1.0).all() else to_model
+        # Windows arrive as views of the devices' rings and are gathered here, into one array
+        # reused from call to call (grown to the largest batch seen).
+        self._batch = np.empty((0, len(RAW_CHANNELS), card.window), dtype=np.float32)
+        self._batch_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path, settings: InferenceSettings = InferenceSettings(),
@@ -210,10 +216,15 @@ class Anonymiser:
         for w in windows:
             if not isinstance(w, RawWindow):
                 raise TypeError(f"the anonymiser takes RawWindow, not {type(w).__name__}")
-        batch = np.stack([w.samples for w in windows]) * self._to_model_units
-        started = time.perf_counter()
-        out = self.anonymise(batch)
-        elapsed = time.perf_counter() - started
+        with self._batch_lock:
+            if self._batch.shape[0] < len(windows):
+                self._batch = np.empty((len(windows),) + self._batch.shape[1:], dtype=np.float32)
+            batch = np.stack([w.samples for w in windows], out=self._batch[:len(windows)])
+            if self._to_model_units is not None:
+                batch *= self._to_model_units
+            started = time.perf_counter()
+            out = self.anonymise(batch)
+            elapsed = time.perf_counter() - started
         card, model = self._card, self._sha256[:12]
         finite = np.isfinite(out).all(axis=(1, 2))
         if not finite.all():

@@ -13,10 +13,12 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:  # http.server loads only when the Prometheus endpoint is switched on
+    from http.server import ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,8 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "MetricsServer":
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         metrics = self.metrics
 
         class Handler(BaseHTTPRequestHandler):

@@ -14,17 +14,16 @@ from __future__ import annotations
 import logging
 import os
 import random
-import ssl
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from edge_runtime.errors import ConfigError
+
+if TYPE_CHECKING:  # paho (and ssl) load only when an MQTT source or sink is made: the settings are everywhere
+    import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +128,11 @@ def parse_url(url: str, defaults: MqttSettings, extra_keys: set[str]) -> tuple[M
 def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., None],
                 on_disconnect: Callable[..., None] | None = None) -> mqtt.Client:
     """A configured, not yet connected paho client; ``role`` names it in logs and client ids."""
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
     client_id = settings.client_id or f"imu-anon-{role}-{uuid.uuid4().hex[:8]}"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if settings.username:
@@ -159,7 +163,9 @@ def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., 
     def _on_disconnect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         delay = backoff.next()
         c.reconnect_delay_set(delay, settings.reconnect_max_s)
-        if state["up"]:
+        if state["up"] and not reason.is_failure:  # our own disconnect() at shutdown, or the broker's normal one
+            log.info("%s: disconnected from %s (%s)", role, settings.address, reason)
+        elif state["up"]:
             log.warning("%s: lost %s (%s); reconnecting in about %.1f s", role, settings.address, reason, delay)
         state["up"] = False
         if on_disconnect:

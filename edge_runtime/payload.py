@@ -6,7 +6,7 @@ JSON (UTF-8, one object per message / per line)::
      "rate_hz": 50.0, "channels": ["acc_mag", "gyro_mag"], "units": ["g", "rad/s"],
      "model": "9c1d2e3f4a5b", "values": [[...W numbers...], [...W numbers...]]}
 
-``values`` is channel-major (C lists of n numbers), rounded to 6 decimals; ``t0`` is the time
+``values`` is channel-major (C lists of n numbers) with 6 decimals (``1.062865``); ``t0`` is the time
 of ``values[c][0]`` in seconds (the device's clock when it sends one), ``rate_hz`` the spacing.
 
 Binary (little-endian), for links where 2-3 kB of JSON per window is too much::
@@ -30,7 +30,9 @@ message (:func:`status`), which every consumer reads once.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import struct
 from typing import Any
 
@@ -48,7 +50,7 @@ def encode(window: AnonymisedWindow, fmt: str = "json") -> bytes:
     if not isinstance(window, AnonymisedWindow):
         raise TypeError(f"only an AnonymisedWindow can be encoded, not {type(window).__name__}")
     if fmt == "json":
-        return json.dumps(as_dict(window), separators=(",", ":")).encode("utf-8")
+        return _json(window)
     if fmt == "binary":
         stream = window.stream.encode("ascii")
         head = _HEAD.pack(MAGIC, len(window.channels), len(stream), window.samples, window.segment & 0xFFFFFFFF,
@@ -64,6 +66,33 @@ def as_dict(window: AnonymisedWindow) -> dict[str, Any]:
         "channels": list(window.channels), "units": list(window.units), "model": window.model,
         "values": np.round(window.values.astype(np.float64), 6).tolist(),
     }
+
+
+def _json(window: AnonymisedWindow) -> bytes:
+    """``json.dumps(as_dict(window))`` at about half the cost: every value with 6 decimals in
+    one ``%``-format of a cached template (readable numbers, the same ones ``as_dict``'s
+    rounding gives, a zero's sign aside); NaN or infinities take ``json.dumps`` as before."""
+    values = window.values.astype(np.float64)
+    t0, rate = round(float(window.t0), 6), float(window.rate_hz)
+    if not (np.isfinite(values).all() and math.isfinite(t0) and math.isfinite(rate)):
+        return json.dumps(as_dict(window), separators=(",", ":")).encode("utf-8")
+    values = _values_template(*values.shape) % tuple(values.ravel().tolist())
+    return (f'{{"v":{VERSION},"stream":{json.dumps(window.stream)},"segment":{int(window.segment)},'
+            f'"index":{int(window.index)},"t0":{t0!r},"rate_hz":{rate!r}'
+            f'{_fixed_fields(window.channels, window.units, window.model)},"values":{values}}}').encode("utf-8")
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_fields(channels: tuple[str, ...], units: tuple[str, ...], model: str) -> str:
+    """The part of the JSON that is the same for every window of a model."""
+    rest = json.dumps({"channels": list(channels), "units": list(units), "model": model}, separators=(",", ":"))
+    return "," + rest[1:-1]
+
+
+@functools.lru_cache(maxsize=16)
+def _values_template(channels: int, samples: int) -> str:
+    row = "[" + ",".join(["%.6f"] * samples) + "]"
+    return "[" + ",".join([row] * channels) + "]"
 
 
 def decode(data: bytes) -> dict[str, Any]:

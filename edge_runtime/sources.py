@@ -71,6 +71,12 @@ class Inbox:
         except queue.Empty:
             return None
 
+    def get_nowait(self) -> Item | None:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
     def empty(self) -> bool:
         return self._queue.empty()
 

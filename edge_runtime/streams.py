@@ -5,9 +5,11 @@ another's window. A stream is reset (a new *segment*, the partial window discard
 counted) when the device skips frame sequence numbers, announces a reboot, jumps in time, or
 falls silent; a window never spans a reset, as in training. A device whose declared sample
 rate differs from the model's is refused with one log line (its samples are counted, not used).
-Windows are cut with ``edge_runtime.windowing.sliding_windows``, the training arithmetic, as a
-strided view of the ring, then copied once so the ring can be compacted while windows wait
-for a batch.
+Windows are cut with the training arithmetic (``edge_runtime.windowing.window_views``: window
+``i`` starts ``i * hop`` samples after the first) as zero-copy views of the ring, which the
+anonymiser gathers straight into its batch. The samples a view shows are never written again:
+the ring only appends, and compacting or resetting a ring that has views out moves to a fresh
+array (the old one lives as long as its windows wait).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import Metrics
 from edge_runtime.signals import RawWindow
-from edge_runtime.windowing import sliding_windows
+from edge_runtime.windowing import window_views
 from firmware_bridge.blocks import SampleBlock
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class DeviceStream:
         self.device_id, self.window, self.hop, self.rate_hz = device_id, window, hop, rate_hz
         self.settings, self.metrics, self._clock = settings, metrics, clock
         self._ring = np.zeros((2 * window, 6), dtype=np.float32)  # hop <= window, so one window + one hop fit
+        self._lent = False  # windows cut from this ring may still be waiting: never overwrite it
         self.segment = -1
         self._reset_state()
         self.last_seen = clock()
@@ -89,6 +92,7 @@ class DeviceStream:
 
     def _reset_state(self) -> None:
         self.segment += 1
+        self._fresh_ring()
         self._fill = 0  # samples in the ring
         self._start = 0  # ring index where the next window starts
         self._covered = 0  # ring index up to which samples are inside an emitted window
@@ -186,9 +190,15 @@ class DeviceStream:
             out.extend(self._cut(stream, now))
         return out
 
+    def _fresh_ring(self) -> None:
+        if self._lent:
+            self._ring, self._lent = np.empty_like(self._ring), False
+
     def _compact(self) -> None:
         keep = self._fill - self._start
-        self._ring[:keep] = self._ring[self._start:self._fill]
+        old = self._ring
+        self._fresh_ring()
+        self._ring[:keep] = old[self._start:self._fill]
         self._t_ring += self._start / self.rate_hz
         self._covered = max(0, self._covered - self._start)
         self._fill, self._start = keep, 0
@@ -198,14 +208,13 @@ class DeviceStream:
         if ready < self.window:
             return []
         count = (ready - self.window) // self.hop + 1
-        views = sliding_windows(self._ring[self._start:self._fill], self.window, self.hop)[:count]
-        copies = np.array(views)  # one copy: the ring is compacted while these wait for a batch
+        views = window_views(self._ring, self._start, self.window, self.hop, count)
+        self._lent = True
         out = []
-        for i in range(count):
-            start = self._start + i * self.hop
+        for i, view in enumerate(views):
             out.append(RawWindow(device_id=self.device_id, stream=stream, segment=self.segment, index=self._index,
-                                 t0=self._t_ring + start / self.rate_hz, rate_hz=self.rate_hz,
-                                 samples=copies[i], ready_at=now))
+                                 t0=self._t_ring + (self._start + i * self.hop) / self.rate_hz,
+                                 rate_hz=self.rate_hz, samples=view, ready_at=now))
             self._index += 1
         self._covered = self._start + (count - 1) * self.hop + self.window
         self._start += count * self.hop
@@ -264,14 +273,18 @@ class StreamTable:
         self._shard = settings.shard_of()
         self._streams: dict[str, DeviceStream] = {}
         self._full_logged = False
+        # Counted for every block: plain ints merged into each snapshot, not a lock per increment.
+        self._counts = {"blocks_in": 0, "samples_in": 0, "windows_cut": 0}
+        metrics.add_collector(lambda: dict(self._counts))
 
     def __len__(self) -> int:
         return len(self._streams)
 
     def push(self, block: SampleBlock, at: float | None = None) -> list[RawWindow]:
         """The windows this block completes; ``at`` is when its bytes arrived (``time.monotonic``)."""
-        self.metrics.inc("blocks_in")
-        self.metrics.inc("samples_in", len(block))
+        counts = self._counts
+        counts["blocks_in"] += 1
+        counts["samples_in"] += len(block)
         if not in_shard(block.device_id, self._shard):
             self.metrics.inc("samples_other_shard", len(block))
             return []
@@ -289,7 +302,7 @@ class StreamTable:
                 block.device_id, self.window, self.hop, self.rate_hz, self.settings, self.metrics, self._clock)
             log.info("stream %s: new device", self.pseudonym(block.device_id))
         windows = stream.push(block, self.pseudonym(block.device_id), at)
-        self.metrics.inc("windows_cut", len(windows))
+        counts["windows_cut"] += len(windows)
         return windows
 
     def finish(self) -> None:

@@ -44,6 +44,13 @@ def sliding_windows(samples: np.ndarray, window: int, hop: int) -> np.ndarray:
     return sliding_window_view(samples, window, axis=0)[::hop]
 
 
+def window_views(samples: np.ndarray, start: int, window: int, hop: int, count: int) -> list[np.ndarray]:
+    """``count`` windows of ``samples`` [T, C] from ``start`` on, every ``hop`` samples, as [C, window]
+    views: ``sliding_windows(samples[start:], window, hop)[:count]`` without its per-call cost
+    (the streaming path cuts one or two windows at a time)."""
+    return [samples[s:s + window].T for s in range(start, start + count * hop, hop)]
+
+
 def gather_windows(samples: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
     """Copy the windows beginning at ``starts`` out of ``samples`` [T, C] into [N, C, window]."""
     view = sliding_window_view(samples, window, axis=0)  # [T - window + 1, C, window]

@@ -21,6 +21,7 @@ from edge_runtime.card import ModelCard
 from edge_runtime.layout import ACC_UNITS, RAW_CHANNELS, model_channels
 from export.errors import ExportError
 from export.flops import count_flops
+from export.dense import densify
 from export.graph import DeployedAnonymiser
 from export.parity import FP32_TOLERANCE, MIN_PARITY_WINDOWS, Difference, check_parity, compare, from_g, run_file
 from export.quantise import CALIBRATIONS, default_reduce_range, quantise_int8
@@ -91,16 +92,17 @@ def int8_path(fp32_path: str | Path) -> Path:
     return path.with_name(stem + ".int8.onnx")
 
 
-def make_card(run, model, *, precision: str, acc_unit: str, opset: int,
+def make_card(run, model, *, precision: str, acc_unit: str, opset: int, flops_per_window: int,
               metrics: Mapping[str, Any] | None = None) -> ModelCard:
-    """The card of ``model`` (an ONNX proto exported from ``run``)."""
+    """The card of ``model`` (an ONNX proto exported from ``run``); ``flops_per_window`` is counted
+    on the graph as exported, before :func:`export.dense.densify`."""
     names, units = model_channels(run.channel_mode)
     return ModelCard(
         window=int(run.window), hop=int(run.hop), sample_rate_hz=float(run.rate_hz), channel_mode=run.channel_mode,
         input_channels=RAW_CHANNELS, input_units=(acc_unit,) * 3 + ("rad/s",) * 3,
         output_channels=names, output_units=units,
         mean=tuple(float(v) for v in run.standardiser.mean), std=tuple(float(v) for v in run.standardiser.std),
-        arch=run.arch, flops_per_window=count_flops(model).total, precision=precision, opset=opset,
+        arch=run.arch, flops_per_window=flops_per_window, precision=precision, opset=opset,
         dataset=run.dataset, split=run.split, metrics=dict(metrics or {}), created=utc_now(),
         code_version=code_version(), weights_sha256=weights_sha256(model),
     )
@@ -116,7 +118,10 @@ def write_fp32(run, out: str | Path, options: ExportOptions) -> ExportedFile:
     deployed = DeployedAnonymiser(run.model, mean=run.standardiser.mean.tolist(), std=run.standardiser.std.tolist(),
                                   channel_mode=run.channel_mode, acc_unit=options.acc_unit)
     model = export_graph(deployed, run.window, opset=options.opset)
-    card = make_card(run, model, precision="fp32", acc_unit=options.acc_unit, opset=options.opset)
+    flops = count_flops(model).total
+    model = densify(model)
+    card = make_card(run, model, precision="fp32", acc_unit=options.acc_unit, opset=options.opset,
+                     flops_per_window=flops)
     set_metadata(model, card, _config_entry(run))
     return ExportedFile(path=save_model(model, out), card=card)
 
@@ -130,7 +135,8 @@ def write_int8(run, fp32: ExportedFile, out: str | Path, calibration_g: np.ndarr
     kept = quantise_int8(fp32.path, out, from_g(calibration_g, options.acc_unit), reduce_range=reduce_range,
                          calibration_method=options.calibration)
     model = load_model(out)
-    card = make_card(run, model, precision="int8", acc_unit=options.acc_unit, opset=options.opset)
+    card = make_card(run, model, precision="int8", acc_unit=options.acc_unit, opset=options.opset,
+                     flops_per_window=fp32.card.flops_per_window)
     set_metadata(model, card, _config_entry(run))
     how = {"reduce_range": reduce_range, "calibration_windows": int(len(calibration_g)), "kept_fp32": kept,
            "format": f"QDQ, per-channel int8 weights, uint8 activations, {options.calibration} calibration"}

@@ -4,8 +4,9 @@ A model fed un-standardised data still outputs numbers, so the preprocessing mus
 left to the runtime: :class:`DeployedAnonymiser` wraps the trained network with the unit
 conversion, the channel mapping (magnitudes or axes), the training standardisation and its
 inverse, and is what gets exported. Its arithmetic is that of
-:func:`edge_runtime.layout.to_model_channels` followed by ``(x - mean) / std``, so the
-numpy reference and the ONNX graph agree to float32 rounding.
+:func:`edge_runtime.layout.to_model_channels` followed by ``(x - mean) / std`` (computed as
+``x * (1 / std) - mean / std``), so the numpy reference and the ONNX graph agree to float32
+rounding. :mod:`export.dense` then rewrites the exported graph into its compute-dense form.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class DeployedAnonymiser(nn.Module):
         # Stored as [1, C, 1] so they broadcast over batch and time without a Reshape node.
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1))
+        # (x - mean) / std as one multiply-add: two cheap nodes instead of a Sub and a Div.
+        self.register_buffer("inv_std", 1.0 / self.std)
+        self.register_buffer("shift", -self.mean / self.std)
         scale = torch.ones(1, len(RAW_CHANNELS), 1)
         scale[:, 0:3] = ACC_UNITS[acc_unit]
         self.register_buffer("unit_scale", scale)
@@ -66,10 +70,9 @@ class DeployedAnonymiser(nn.Module):
             raw = raw * self.unit_scale
         if self.channel_mode == "axes":
             return raw
-        acc = torch.sqrt(torch.sum(raw[:, 0:3, :] * raw[:, 0:3, :], dim=1, keepdim=True))
-        gyro = torch.sqrt(torch.sum(raw[:, 3:6, :] * raw[:, 3:6, :], dim=1, keepdim=True))
-        return torch.cat([acc, gyro], dim=1)
+        # Both magnitudes in four nodes (Mul, Reshape, ReduceSum, Sqrt), not two slices of each.
+        return torch.sqrt(torch.sum((raw * raw).view(-1, 2, 3, raw.shape[-1]), dim=2))
 
     def forward(self, imu: torch.Tensor) -> torch.Tensor:
-        x = (self.to_model_channels(imu) - self.mean) / self.std
+        x = self.to_model_channels(imu) * self.inv_std + self.shift
         return self.network(x) * self.std + self.mean

@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from firmware_bridge.blocks import SampleBlock
 from firmware_bridge.errors import ProtocolError
 from firmware_bridge.framing import MAX_ENCODED, FrameRejected, unframe
-from firmware_bridge.protocol import SAMPLE_WIDTH, Heartbeat, Hello, Samples, parse
-from firmware_bridge.scaling import to_physical
+from firmware_bridge.protocol import FORMAT_INT16, SAMPLE_WIDTH, Heartbeat, Hello, Samples, parse
+from firmware_bridge.scaling import physical_converter
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class _Stream:
     t_raw: int = 0  # last accepted u32 timestamp
     t_us: int = 0  # unwrapped
     heartbeat: Heartbeat | None = None
+    converters: dict = field(default_factory=dict)  # sample format -> physical_converter(hello, fmt)
 
 
 class FrameDecoder:
@@ -229,8 +230,11 @@ class FrameDecoder:
             self._warn_once(f"mismatch:{dev}", "%s: SAMPLES of %d bytes do not fit its HELLO's %d channels",
                             alias(dev), len(msg.payload), len(hello.channels))
             return None
-        samples = to_physical(msg.payload, msg.count, msg.fmt, hello)
-        if not np.isfinite(samples).all():
+        convert = st.converters.get(msg.fmt)
+        if convert is None:
+            convert = st.converters[msg.fmt] = physical_converter(hello, msg.fmt)
+        samples = convert(msg.payload, msg.count)
+        if msg.fmt != FORMAT_INT16 and not np.isfinite(samples).all():  # counts are always finite
             self.counters["nonfinite"] += msg.count
             return None
         if not self._advance(st, msg, dev):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -112,18 +113,31 @@ def to_physical(payload: bytes, count: int, fmt: int, hello: Hello) -> np.ndarra
 
     The caller has checked that the payload holds ``count`` samples of ``hello``'s channels.
     """
+    return physical_converter(hello, fmt)(payload, count)
+
+
+def physical_converter(hello: Hello, fmt: int) -> Callable[[bytes, int], np.ndarray]:
+    """:func:`to_physical` for one HELLO and format, with the channel order and gains worked
+    out once: a decoder keeps it for the device's every frame until its next HELLO."""
     nch = len(hello.channels)
     order = [hello.channels.index(a) for a in AXES]
+    pick = None if order == list(range(nch)) else np.array(order)
     if fmt == FORMAT_INT16:
-        raw = np.frombuffer(payload, dtype=counts_dtype(hello.big_endian)).reshape(count, nch)
+        dtype = counts_dtype(hello.big_endian)
         gains = np.array([hello.acc_scale[0] / hello.acc_scale[1]] * 3
                          + [hello.gyro_scale[0] / hello.gyro_scale[1] * DEG_TO_RAD] * 3)
     elif fmt == FORMAT_FLOAT32:
-        raw = np.frombuffer(payload, dtype="<f4").reshape(count, nch)
+        dtype = np.dtype("<f4")
         gains = np.array([1.0, 1.0, 1.0, DEG_TO_RAD, DEG_TO_RAD, DEG_TO_RAD])
     else:
         raise ProtocolError(f"unknown sample format {fmt}")
-    return (raw[:, order].astype(np.float64) * gains).astype(np.float32)
+
+    def convert(payload: bytes, count: int) -> np.ndarray:
+        raw = np.frombuffer(payload, dtype=dtype).reshape(count, nch)
+        if pick is not None:
+            raw = raw[:, pick]
+        return (raw * gains).astype(np.float32)  # in float64, then rounded once
+    return convert
 
 
 def to_float_payload(samples: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:

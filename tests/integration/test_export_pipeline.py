@@ -151,7 +151,7 @@ def test_the_int8_file_is_its_own_model_and_stays_close_to_fp32(exported: Export
     assert int8.weights_sha256 == weights_sha256(onnx.load(str(exported.int8))) != fp32.weights_sha256
     assert int8.flops_per_window == fp32.flops_per_window
     ops = {n.op_type for n in onnx.load(str(exported.int8)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "ConvTranspose"} <= ops
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "ConvTranspose" not in ops  # export.dense
     assert exported.int8.stat().st_size * 1.5 < exported.fp32.stat().st_size
     gap = compare(_onnxruntime(exported.int8, held_out), _onnxruntime(exported.fp32, held_out))
     assert gap.relative <= INT8_RELATIVE and gap.mean_abs <= INT8_MEAN_ABS, gap

@@ -65,3 +65,24 @@ def test_windows_print_without_samples_or_device_ids() -> None:
                     samples=np.full((6, 128), 0.123456, np.float32), ready_at=0.0)
     text = repr(raw) + repr(anonymised(VALUES))
     assert "deadbeef" not in text and "0.123456" not in text and "s-1" in text
+
+
+@pytest.mark.parametrize("values", [
+    VALUES,
+    np.array([[0.0, -0.0, -4e-7, 4e-7, 5e-7, -5e-7, 1.5, -0.25, 2.5e-6, 1e-30]], np.float32),
+    np.array([[3.4e38, -1.1e12, 123456.789, -9.999999e-1], [1e-45, 7.0, -7.0, 0.1]], np.float32),
+    np.random.default_rng(2).normal(scale=30.0, size=(3, 64)).astype(np.float32),
+    np.zeros((2, 0), np.float32),
+], ids=["normal", "signs-and-ties", "extremes", "three-channels", "empty"])
+def test_the_fast_json_encoder_reads_back_as_the_same_numbers_as_json_dumps(values: np.ndarray) -> None:
+    channels = tuple(f"c{i}" for i in range(values.shape[0]))
+    window = anonymised(values, channels=channels, units=("g",) * len(channels), t0=1234.5678901)
+    fast = payload.encode(window)
+    reference = json.dumps(payload.as_dict(window), separators=(",", ":")).encode()
+    assert json.loads(fast) == json.loads(reference)  # == on floats: the same doubles (0.0 == -0.0)
+    assert list(json.loads(fast)) == list(json.loads(reference))  # the same keys in the same order
+
+
+def test_non_finite_values_keep_jsons_own_spelling() -> None:
+    window = anonymised(np.array([[np.nan, 1.0], [np.inf, -np.inf]], np.float32), channels=("a", "b"))
+    assert payload.encode(window) == json.dumps(payload.as_dict(window), separators=(",", ":")).encode()

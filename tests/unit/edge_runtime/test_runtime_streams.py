@@ -224,3 +224,18 @@ def test_lines_without_timestamps_are_timed_by_their_arrival(caplog: pytest.LogC
     [gauge] = [line for line in metrics.prometheus().splitlines()
                if line.startswith('imu_anon_stream_arrival_rate_hz{stream="s-A"}')]
     assert float(gauge.split()[1]) == pytest.approx(48.0)
+
+
+def test_windows_waiting_for_a_batch_keep_their_samples_while_the_ring_compacts_and_resets() -> None:
+    streams, _ = table()
+    samples = np.random.default_rng(7).normal(size=(1000, 6)).astype(np.float32)
+    waiting = []
+    for block in blocks_of(samples, "dev", [10] * 100):
+        waiting.extend(streams.push(block, at=0.0))  # never batched: every window stays a view of a ring
+    later = np.random.default_rng(8).normal(size=(300, 6)).astype(np.float32)
+    for block in blocks_of(later, "dev", [10] * 30, seq0=200, t_first=100.0):  # a gap: new segment, ring reused
+        streams.push(block, at=0.0)
+    expected = sliding_windows(samples, W, HOP)
+    assert len(waiting) == len(expected)
+    for window, want in zip(waiting, expected):
+        np.testing.assert_array_equal(window.samples, want)
