@@ -1,10 +1,12 @@
 """What MQTT sources and sinks share: connection settings, URL parsing, a paho client with
 capped, jittered reconnects.
 
-paho-mqtt 2.x with ``CallbackAPIVersion.VERSION2`` and MQTT v5. paho's own network thread
+paho-mqtt 2.x with ``CallbackAPIVersion.VERSION2`` and MQTT v5 (``protocol = "3.1.1"``, or
+``?protocol=3.1.1`` in a URL, for brokers without it). paho's own network thread
 (``loop_start``) reconnects forever; its delay is exponential without jitter, so after a
 broker restart every gateway would come back at the same instant. Before each wait we set
 the next delay from our :class:`Backoff` through the public ``reconnect_delay_set``.
+The sink runs the client on :class:`NetworkLoop` instead (see there why), with the same delays.
 Passwords never travel in URLs (they would show in ``ps`` and in logs): they come from the
 configuration's ``password_file`` or the ``IMU_ANON_MQTT_PASSWORD`` environment variable.
 """
@@ -14,6 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import select
+import socket
+import threading
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +33,7 @@ if TYPE_CHECKING:  # paho (and ssl) load only when an MQTT source or sink is mad
 log = logging.getLogger(__name__)
 
 PASSWORD_ENV = "IMU_ANON_MQTT_PASSWORD"
+PROTOCOLS = ("5", "3.1.1")
 
 
 class Backoff:
@@ -41,11 +47,13 @@ class Backoff:
         self.initial, self.cap, self.jitter = initial, cap, jitter
         self._rng = rng or random.Random()
         self._attempt = 0
+        self.last = initial  # the delay next() returned last
 
     def next(self) -> float:
         base = min(self.cap, self.initial * (2 ** self._attempt))
         self._attempt = min(self._attempt + 1, 32)
-        return base * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
+        self.last = base * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
+        return self.last
 
     def reset(self) -> None:
         self._attempt = 0
@@ -66,8 +74,11 @@ class MqttSettings:
     keepalive_s: int = 30
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    protocol: str = "5"  # MQTT version: 5, or 3.1.1 for brokers that lack 5
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"mqtt protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if not (0 < self.port < 65536):
             raise ConfigError(f"mqtt port must be 1..65535, got {self.port}")
         if not (5 <= self.keepalive_s <= 65535):
@@ -91,7 +102,7 @@ class MqttSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
-_URL_KEYS = {"client_id", "ca", "cert", "key", "insecure", "username", "keepalive"}
+_URL_KEYS = {"client_id", "ca", "cert", "key", "insecure", "username", "keepalive", "protocol"}
 
 
 def parse_url(url: str, defaults: MqttSettings, extra_keys: set[str]) -> tuple[MqttSettings, str, dict[str, str]]:
@@ -116,7 +127,7 @@ def parse_url(url: str, defaults: MqttSettings, extra_keys: set[str]) -> tuple[M
     except ValueError:
         raise ConfigError(f"{url!r}: port and keepalive must be integers") from None
     for key, field_name in (("client_id", "client_id"), ("ca", "ca_file"), ("cert", "cert_file"),
-                            ("key", "key_file"), ("username", "username")):
+                            ("key", "key_file"), ("username", "username"), ("protocol", "protocol")):
         if key in params:
             changes[field_name] = params[key]
     if "insecure" in params:
@@ -126,15 +137,17 @@ def parse_url(url: str, defaults: MqttSettings, extra_keys: set[str]) -> tuple[M
 
 
 def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., None],
-                on_disconnect: Callable[..., None] | None = None) -> mqtt.Client:
-    """A configured, not yet connected paho client; ``role`` names it in logs and client ids."""
+                on_disconnect: Callable[..., None] | None = None, backoff: Backoff | None = None) -> mqtt.Client:
+    """A configured, not yet connected paho client; ``role`` names it in logs and client ids.
+    ``on_connect(client, properties)`` gets the CONNACK's properties (None in MQTT 3.1.1)."""
     import ssl
 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     client_id = settings.client_id or f"imu-anon-{role}-{uuid.uuid4().hex[:8]}"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     if settings.username:
         client.username_pw_set(settings.username, settings.password())
     if settings.tls:
@@ -145,7 +158,7 @@ def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., 
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(f"mqtt TLS files cannot be used ({exc}); check ca_file, cert_file and key_file") from None
         client.tls_insecure_set(settings.tls_insecure)
-    backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
+    backoff = backoff or Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
     client.reconnect_delay_set(backoff.next(), settings.reconnect_max_s)
     state = {"up": False}
 
@@ -158,7 +171,7 @@ def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., 
         c.reconnect_delay_set(backoff.next(), settings.reconnect_max_s)
         state["up"] = True
         log.info("%s: connected to %s", role, settings.address)
-        on_connect(c)
+        on_connect(c, props if protocol == mqtt.MQTTv5 else None)
 
     def _on_disconnect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         delay = backoff.next()
@@ -186,3 +199,81 @@ def start(client: mqtt.Client, settings: MqttSettings) -> None:
     """Connect in the background: the broker may come up after us, and paho keeps retrying."""
     client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
     client.loop_start()
+
+
+class NetworkLoop:
+    """The client's socket served by a thread of ours through paho's external-loop API
+    (``loop_read``/``loop_write``/``loop_misc``, ``on_socket_register_write``).
+
+    Why not ``loop_start``: there every ``publish`` writes a byte to a socket pair to wake
+    paho's thread, a system call and, on a busy core, a round of context switches per message.
+    Here ``publish`` only queues the packet, and paho asks for a wake-up once, when the socket
+    had nothing left to write; one pass of this thread then sends the whole burst. Only this
+    thread touches the socket, as with ``loop_start``; it reconnects with the client's
+    :class:`Backoff` (the delay its disconnect callback announced).
+    """
+
+    def __init__(self, client: mqtt.Client, backoff: Backoff, name: str, address: str) -> None:
+        self.client, self.backoff, self.address = client, backoff, address
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopping = threading.Event()  # no more reconnects: end once the socket is closed
+        self._abandon = False  # end now, even with the DISCONNECT unsent
+        client.on_socket_register_write = self._wake
+        self._thread = threading.Thread(target=self._run, name=f"paho-{name}", daemon=True)
+
+    def _wake(self, *_: Any) -> None:
+        try:
+            self._wake_w.send(b"\x00")
+        except OSError:
+            pass  # full: a wake-up is pending anyway; closed: we have stopped
+
+    def start(self, settings: MqttSettings) -> None:
+        self.client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
+        self._thread.start()
+
+    def _run(self) -> None:
+        client, delay = self.client, 0.0
+        while not self._abandon:
+            sock = client.socket()
+            if sock is None:
+                if self._stopping.is_set() or (delay and self._stopping.wait(delay)):
+                    return
+                try:
+                    client.reconnect()  # blocking connect (and TLS handshake), on this thread only
+                except (OSError, ValueError) as exc:
+                    delay = self.backoff.next()
+                    log.debug("%s: cannot reach %s (%s); retrying in about %.1f s", self._thread.name,
+                              self.address, exc, delay)
+                continue
+            delay = self.backoff.last  # a refused CONNACK or a lost link: the delay the callback announced
+            pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS bytes select cannot see
+            try:
+                readable, _, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [],
+                                               0.0 if pending else 1.0)
+            except (OSError, ValueError):  # the socket was closed under us
+                continue
+            if self._wake_r in readable:
+                try:
+                    self._wake_r.recv(4096)
+                except OSError:
+                    pass
+            rc = client.loop_read() if (sock in readable or pending) else 0
+            if not rc and client.want_write():
+                rc = client.loop_write()
+            if not rc:
+                client.loop_misc()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Disconnect cleanly (this loop writes the DISCONNECT), then end the thread."""
+        self._stopping.set()
+        self.client.disconnect()
+        if self._thread.ident is not None:  # started
+            self._wake()
+            self._thread.join(timeout)
+            self._abandon = True
+            self._wake()
+            self._thread.join(1.5)
+        self._wake_r.close()
+        self._wake_w.close()

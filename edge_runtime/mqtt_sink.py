@@ -8,8 +8,11 @@ if the gateway vanishes, and a clean shutdown publishes ``offline`` itself.
 While the broker is unreachable, windows wait in a bounded backlog that drops the oldest
 (counted as ``publish_dropped``) and drains in order once the connection is back. paho's own
 queue is capped small (``PAHO_QUEUE``) so the backlog is the one place messages wait: at most
-``buffer_max + PAHO_QUEUE`` windows are held during an outage. QoS 1 is at-least-once: a
-window in flight when the connection broke may arrive twice (same stream, segment and index).
+``buffer_max + PAHO_QUEUE`` windows are held during an outage. The broker's Receive Maximum
+(MQTT 5 CONNACK; mosquitto says 20 unless ``max_inflight_messages`` is set) lowers that cap:
+paho does not enforce it, and a broker may disconnect a client that exceeds it. QoS 1 is
+at-least-once: a window in flight when the connection broke may arrive twice (same stream,
+segment and index).
 """
 
 from __future__ import annotations
@@ -54,20 +57,28 @@ class MqttSink(Sink):
         self._pending: deque[mqtt.MQTTMessageInfo] = deque()  # published, not yet acknowledged
         self._lock = threading.Lock()
         self._client: mqtt.Client | None = None
+        self._loop: mqtt_link.NetworkLoop | None = None
+        self.inflight_max = PAHO_QUEUE  # QoS 1 messages unacknowledged at once, status included
 
     def __enter__(self) -> "MqttSink":
-        client = mqtt_link.make_client(self.settings, "mqtt-out", on_connect=self._on_connect)
+        backoff = mqtt_link.Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        client = mqtt_link.make_client(self.settings, "mqtt-out", on_connect=self._on_connect, backoff=backoff)
         # paho's queue bounds what is in flight (every queued message is sent at once): with its
-        # own in-flight limit left at 0, each PUBACK no longer rescans the queue for a message
-        # to release, and at most PAHO_QUEUE QoS 1 messages are still unacknowledged, as before.
+        # own in-flight limit left at 0, each PUBACK does not rescan the queue for a message to
+        # release. _drain keeps the windows in flight under inflight_max.
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(PAHO_QUEUE)
         client.will_set(self.status_topic, self._status("offline", self.fmt, self.topic), qos=1, retain=True)
         self._client = client
-        mqtt_link.start(client, self.settings)
+        self._loop = mqtt_link.NetworkLoop(client, backoff, "mqtt-out", self.settings.address)
+        self._loop.start(self.settings)
         return self
 
-    def _on_connect(self, client: mqtt.Client) -> None:
+    def _on_connect(self, client: mqtt.Client, properties: Any) -> None:
+        # 65,535 when the broker does not say (MQTT 5, 3.2.2.3.3); 3.1.1 has no such limit.
+        receive_max = getattr(properties, "ReceiveMaximum", None) or 65535
+        self.inflight_max = min(PAHO_QUEUE, receive_max)  # paho's own queue stays at PAHO_QUEUE: it
+        # cannot change on a live connection, and it is only the hard stop behind this cap.
         client.publish(self.status_topic, self._status("online", self.fmt, self.topic), qos=1, retain=True)
         # Draining happens in the pipeline's thread (poll), keeping publish order in one place.
 
@@ -82,27 +93,33 @@ class MqttSink(Sink):
             self._drain()
 
     def _drain(self) -> None:
-        client = self._client
+        client, pending = self._client, self._pending
+        room = max(1, self.inflight_max - 1)  # windows in flight; one slot stays free for the status message
         published = 0
         while self._backlog and client is not None and client.is_connected():
+            if self.qos > 0 and len(pending) >= room:
+                while pending and pending[0].is_published():
+                    pending.popleft()
+                if len(pending) >= room:
+                    break  # as many windows in flight as the broker takes; wait for acks
             topic, data = self._backlog[0]
             info = client.publish(topic, data, qos=self.qos)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-                break  # paho holds PAHO_QUEUE unacknowledged messages; wait for acks
+                break  # paho holds PAHO_QUEUE unacknowledged messages (its hard stop); wait for acks
             self._backlog.popleft()
             if info.rc == mqtt.MQTT_ERR_SUCCESS or (self.qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN):
                 # NO_CONN at QoS >= 1: the link dropped between the check and the call; paho
                 # keeps the message and sends it on reconnect.
                 published += 1
                 if self.qos > 0:
-                    self._pending.append(info)
+                    pending.append(info)
             else:
                 self.metrics.inc("publish_dropped")
                 log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
         if published:
             self.metrics.inc("windows_published", published)
-        while self._pending and self._pending[0].is_published():
-            self._pending.popleft()
+        while pending and pending[0].is_published():
+            pending.popleft()
 
     def poll(self) -> None:
         with self._lock:
@@ -140,6 +157,6 @@ class MqttSink(Sink):
                 info.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError):
                 pass  # not connected any more: the broker's last will says offline instead
-        client.disconnect()
-        client.loop_stop()
-        self._client = None
+        if self._loop is not None:
+            self._loop.stop()
+        self._client = self._loop = None

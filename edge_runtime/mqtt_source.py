@@ -59,7 +59,7 @@ class MqttSource(Source):
         return levels[self.device_level] if self.device_level < len(levels) else None
 
     def start(self, inbox: Inbox) -> None:
-        def on_connect(client: mqtt.Client) -> None:
+        def on_connect(client: mqtt.Client, properties: Any) -> None:
             client.subscribe(self.pattern, qos=self.qos)  # again after every reconnect (clean session)
 
         def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

@@ -64,7 +64,9 @@ class LocalBroker:
         self.port = _free_port()
         conf = Path(self._tmp.name) / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        f"log_dest file {Path(self._tmp.name) / 'mosquitto.log'}\nmax_queued_messages 100000\n")
+                        f"log_dest file {Path(self._tmp.name) / 'mosquitto.log'}\nmax_queued_messages 100000\n"
+                        # as edge_runtime/deploy/mosquitto.conf: the Receive Maximum the gateway gets
+                        "max_inflight_messages 100\n")
         self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._pin()
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -265,6 +265,8 @@ def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings
         "steady_s": round(steady_wall, 3), "cpu_s": round(cpu, 3), "cpu_share": round(cpu / max(steady_wall, 1e-9), 3),
         "stage_s": {k: round(v, 4) for k, v in stages.items()},
         "stage_us_per_window": {k: round(1e6 * v / max(written, 1), 1) for k, v in stages.items()},
+        # publish = the sink's own work in the pipeline thread + the MQTT client's network thread
+        "network_us_per_window": round(1e6 * (end["paho"] - base["paho"]) / max(written, 1), 1),
     }
 
 

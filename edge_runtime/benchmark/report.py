@@ -161,7 +161,9 @@ def format_table(result: dict) -> str:
     if "rss_mb" in result:
         fp = result.get("footprint", {})
         heavy = ", ".join(fp.get("heavy_modules", [])) or "none"
-        lines.append(f"footprint: cold start {_fmt(result['cold_start_s'], 3)} s (process start -> first window out), "
+        uncached = fp.get("cold_start_uncached_s")
+        lines.append(f"footprint: cold start {_fmt(result['cold_start_s'], 3)} s (process start -> first window out"
+                     + (f"; {_fmt(uncached, 3)} s without bytecode caches" if uncached is not None else "") + "), "
                      f"peak RSS {_fmt(result['rss_mb'])} MB, {fp.get('modules_loaded', '?')} modules, heavy imports: {heavy}")
     est = result.get("estimates") or {}
     if est:

@@ -105,6 +105,8 @@ def _cell(row: dict, key: str) -> str:
         return "–"
     if key == "mse":
         return f"{v:.4f}"
+    if key == "activity_f1" and row.get("activity_f1_std") is not None and len(row.get("activity_f1_seeds", ())) > 1:
+        return f"{v:.1f} ± {row['activity_f1_std']:.1f}"  # mean and spread over the classifier seeds
     return f"{v:.2f}" if key == "negative_magnitude_pct" else f"{v:.1f}"
 
 
@@ -225,7 +227,8 @@ def readme(metrics: dict, plots: list[str], out_name: str | None = None) -> str:
         f"- Classifiers: {proto['classifier_epochs']} epochs, batch {proto['classifier_batch_size']}, Adam "
         f"lr {proto['classifier_lr']:g}, at most {proto['max_train_windows']} training windows each (a "
         f"stratified random subset), seed {proto['seed']}; every task's classifier starts from the same seed "
-        "for every method.",
+        f"for every method. Activity F1 is the mean (± standard deviation) of {proto.get('activity_seeds', 1)} "
+        "activity classifiers from consecutive seeds: one seed alone scatters by more than a point.",
         f"- Baselines work on the model channels in standardised units; SSA uses a trajectory matrix of "
         f"{proto['ssa_lag']} rows; resampling is scipy.signal.resample down and back up to "
         f"{m['windows']['window']} samples.",

@@ -54,6 +54,7 @@ def test_json_holds_every_figure_the_issue_asks_for(bench_run: tuple[dict, str])
     assert set(cap["stage_share"]) >= {"decode", "window", "infer", "encode", "publish"}
     assert cap["steps"] and all(isinstance(s["ok"], bool) for s in cap["steps"])
     assert _positive(result["rss_mb"]) and _positive(result["cold_start_s"])
+    assert _positive(result["footprint"]["cold_start_uncached_s"])  # beside it: no bytecode caches at all
     assert result["footprint"]["torch_loaded"] is False and result["footprint"]["heavy_modules"] == []
     assert {"numpy", "onnxruntime", "edge_runtime"} <= set(result["footprint"]["packages"])
     device = result["device"]
@@ -70,7 +71,7 @@ def test_table_prints_latency_throughput_capacity_and_footprint(bench_run: tuple
     assert any(line.startswith("int8") for line in table.splitlines())
     assert f"{result['capacity']['wearables_per_core']} wearables/core" in table
     assert "time by stage: decode" in table
-    assert "heavy imports: none" in table
+    assert "heavy imports: none" in table and "without bytecode caches" in table
     assert "Raspberry Pi ESTIMATE" in table
 
 

@@ -79,6 +79,14 @@ def test_mqtt_urls_carry_host_port_topic_and_options() -> None:
         parse_url("mqtt://h/t?password=x", MqttSettings(), set())
 
 
+def test_mqtt_5_is_the_default_and_3_1_1_can_be_asked_for() -> None:
+    assert MqttSettings().protocol == "5"
+    settings, _, _ = parse_url("mqtt://h/imu/anon/{stream}?protocol=3.1.1", MqttSettings(), set())
+    assert settings.protocol == "3.1.1"
+    with pytest.raises(ConfigError, match="protocol must be one of 5, 3.1.1"):
+        parse_url("mqtt://h/t?protocol=3.1", MqttSettings(), set())
+
+
 def test_an_mqtt_sink_topic_must_name_the_stream() -> None:
     with pytest.raises(ConfigError, match="must contain {stream}"):
         sink("mqtt://127.0.0.1:1883/imu/anon/all")
