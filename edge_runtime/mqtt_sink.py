@@ -122,8 +122,11 @@ class MqttSink(Sink):
             pending.popleft()
 
     def poll(self) -> None:
+        """After each pass of the pipeline: what ``write`` queued in it goes out in one burst."""
         with self._lock:
             self._drain()
+            if self._loop is not None:
+                self._loop.wake_writer()
 
     @property
     def backlog(self) -> int:
@@ -135,6 +138,8 @@ class MqttSink(Sink):
         while time.monotonic() < deadline:
             with self._lock:
                 self._drain()
+                if self._loop is not None:
+                    self._loop.wake_writer()
                 done = not self._backlog and not self._pending
             if done:
                 return
@@ -153,6 +158,8 @@ class MqttSink(Sink):
         self.flush(timeout=1.0)  # the pipeline flushed already (a bounded wait); this is the last try
         if client.is_connected():
             info = client.publish(self.status_topic, self._status("offline", self.fmt, self.topic), qos=1, retain=True)
+            if self._loop is not None:
+                self._loop.wake_writer()
             try:
                 info.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError):

@@ -69,17 +69,60 @@ def as_dict(window: AnonymisedWindow) -> dict[str, Any]:
 
 
 def _json(window: AnonymisedWindow) -> bytes:
-    """``json.dumps(as_dict(window))`` at about half the cost: every value with 6 decimals in
-    one ``%``-format of a cached template (readable numbers, the same ones ``as_dict``'s
-    rounding gives, a zero's sign aside); NaN or infinities take ``json.dumps`` as before."""
+    """``json.dumps(as_dict(window))`` at a fraction of the cost: every value written with 6
+    decimals by :func:`_fixed6` (readable numbers, the ones ``as_dict``'s rounding gives, a
+    zero's sign aside); NaN or infinities take ``json.dumps`` as before."""
     values = window.values.astype(np.float64)
     t0, rate = round(float(window.t0), 6), float(window.rate_hz)
     if not (np.isfinite(values).all() and math.isfinite(t0) and math.isfinite(rate)):
         return json.dumps(as_dict(window), separators=(",", ":")).encode("utf-8")
-    values = _values_template(*values.shape) % tuple(values.ravel().tolist())
-    return (f'{{"v":{VERSION},"stream":{json.dumps(window.stream)},"segment":{int(window.segment)},'
+    head = (f'{{"v":{VERSION},"stream":{json.dumps(window.stream)},"segment":{int(window.segment)},'
             f'"index":{int(window.index)},"t0":{t0!r},"rate_hz":{rate!r}'
-            f'{_fixed_fields(window.channels, window.units, window.model)},"values":{values}}}').encode("utf-8")
+            f'{_fixed_fields(window.channels, window.units, window.model)},"values":').encode("utf-8")
+    return head + _fixed6(values) + b"}"
+
+
+FIXED6_MAX = 999.999  # from here on (never in g or rad/s) the %-template: the integer part stays < 1000
+
+
+def _words(texts: list[str]) -> np.ndarray:
+    """Each text (at most 4 ASCII characters) as one uint32 word, NUL-padded."""
+    return np.frombuffer(b"".join(t.encode("ascii").ljust(4, b"\0") for t in texts), dtype=np.uint32)
+
+
+_WHOLE = _words([str(i) for i in range(1000)] + [f"-{i}" for i in range(1000)])  # sign and integer part
+_HIGH = _words([f".{i:03d}" for i in range(1000)])  # the point and decimals 1-3
+_LOW = _words([f"{i:03d}" for i in range(1000)])  # decimals 4-6
+
+
+def _fixed6(values: np.ndarray) -> bytes:
+    """``[[v,...],...]`` of a finite float64 [C, n] array with 6 decimals (``-1.062865``).
+
+    Table look-ups instead of a ``%.6f`` per value (less than half the time): each value is
+    rounded to the integer ``rint(|v| * 1e6)`` (numpy's own ``round(v, 6)`` arithmetic), split
+    into three-digit groups, each group read as a 4-byte word from a table of its text; the
+    words of all values side by side are the text once their NUL padding is deleted."""
+    c, n = values.shape
+    flat = values.ravel()
+    mag = np.abs(flat)
+    if not flat.size or float(mag.max()) >= FIXED6_MAX:
+        return (_values_template(c, n) % tuple(flat.tolist())).encode("ascii")
+    scaled = np.rint(mag * 1e6).astype(np.int64)
+    whole, frac = np.divmod(scaled, 1_000_000)
+    high, low = np.divmod(frac, 1000)
+    whole += 1000 * ((flat < 0) & (scaled > 0))  # a minus sign, except on what rounds to zero
+    words = np.array([_WHOLE[whole], _HIGH[high], _LOW[low], _separators(c, n)])
+    return b"[[" + words.T.tobytes().translate(None, b"\0") + b"]"
+
+
+@functools.lru_cache(maxsize=16)
+def _separators(channels: int, samples: int) -> np.ndarray:
+    """What follows each value: a comma, "],[" at the end of a channel, "]" after the last."""
+    comma, next_row, last = _words([",", "],[", "]"])
+    out = np.full((channels, samples), comma, dtype=np.uint32)
+    out[:, -1] = next_row
+    out[-1, -1] = last
+    return out.ravel()
 
 
 @functools.lru_cache(maxsize=64)

@@ -19,7 +19,8 @@ import numpy as np
 from firmware_bridge.blocks import SampleBlock
 from firmware_bridge.errors import ProtocolError
 from firmware_bridge.framing import MAX_ENCODED, FrameRejected, unframe
-from firmware_bridge.protocol import FORMAT_INT16, SAMPLE_WIDTH, Heartbeat, Hello, Samples, parse
+from firmware_bridge.protocol import (FORMAT_INT16, SAMPLE_WIDTH, SAMPLES, VERSION, Heartbeat, Hello, parse,
+                                     samples_fields)
 from firmware_bridge.scaling import physical_converter
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ COUNTERS = (
 # way) and dropped; further behind means the device's counter restarted without a new boot_id.
 LATE_WINDOW = 64
 U16, U32 = 1 << 16, 1 << 32
+_SAMPLES_V1 = bytes((VERSION, SAMPLES))  # the first two body bytes of every SAMPLES frame
 
 
 def device_name(device_id: int) -> str:
@@ -97,8 +99,13 @@ class FrameDecoder:
             self._warn_once("bad_input", "feed() was given %s, not bytes; ignored", type(chunk).__name__)
             return []
         data = bytes(chunk)
+        n = len(data)
+        if not self._buf and not self._skipping and 1 < n <= self.max_frame + 1 and data.find(0) == n - 1:
+            # One whole frame, as a packet transport or a reader thread at low rates hands it over.
+            block = self._frame(data[:-1])
+            return [] if block is None else [block]
         out: list[SampleBlock] = []
-        start, n = 0, len(data)
+        start = 0
         while start < n:
             end = data.find(0, start)
             piece_end = n if end < 0 else end
@@ -154,7 +161,10 @@ class FrameDecoder:
 
     def _frame(self, encoded: bytes) -> SampleBlock | None:
         try:
-            message = parse(unframe(encoded))
+            body = unframe(encoded)
+            # SAMPLES, nearly every frame, is read in one unpack without a message object.
+            fields = samples_fields(body) if body[:2] == _SAMPLES_V1 else None
+            message = parse(body) if fields is None else None
         except FrameRejected as exc:
             self.counters[exc.reason] += 1
             if exc.reason == "frames_corrupt":
@@ -167,8 +177,8 @@ class FrameDecoder:
             return None
         try:
             self.counters["frames_ok"] += 1
-            if isinstance(message, Samples):
-                return self._samples(message)
+            if fields is not None:
+                return self._samples(*fields[2:])
             if isinstance(message, Hello):
                 self._hello(message)
             else:
@@ -213,42 +223,43 @@ class FrameDecoder:
         if st is not None and st.hello.boot_id == msg.boot_id:
             st.heartbeat = msg
 
-    def _samples(self, msg: Samples) -> SampleBlock | None:
-        dev = device_name(msg.device_id)
+    def _samples(self, device_id: int, boot_id: int, seq: int, t_us: int, fmt: int, count: int,
+                 payload: bytes) -> SampleBlock | None:
+        dev = device_name(device_id)
         st = self._streams.get(dev)
-        if st is None or st.hello.boot_id != msg.boot_id:
-            self.counters["awaiting_config"] += msg.count
-            self._warn_once(f"await:{dev}:{msg.boot_id}", "%s: samples before its HELLO are dropped until the "
+        if st is None or st.hello.boot_id != boot_id:
+            self.counters["awaiting_config"] += count
+            self._warn_once(f"await:{dev}:{boot_id}", "%s: samples before its HELLO are dropped until the "
                             "device repeats its configuration", alias(dev))
             return None
         hello = st.hello
-        if msg.fmt not in SAMPLE_WIDTH:
+        if fmt not in SAMPLE_WIDTH:
             self.counters["unknown_format"] += 1
             return None
-        if len(msg.payload) != msg.count * hello.sample_bytes(msg.fmt):
+        if len(payload) != count * hello.sample_bytes(fmt):
             self.counters["config_mismatch"] += 1
             self._warn_once(f"mismatch:{dev}", "%s: SAMPLES of %d bytes do not fit its HELLO's %d channels",
-                            alias(dev), len(msg.payload), len(hello.channels))
+                            alias(dev), len(payload), len(hello.channels))
             return None
-        convert = st.converters.get(msg.fmt)
+        convert = st.converters.get(fmt)
         if convert is None:
-            convert = st.converters[msg.fmt] = physical_converter(hello, msg.fmt)
-        samples = convert(msg.payload, msg.count)
-        if msg.fmt != FORMAT_INT16 and not np.isfinite(samples).all():  # counts are always finite
-            self.counters["nonfinite"] += msg.count
+            convert = st.converters[fmt] = physical_converter(hello, fmt)
+        samples = convert(payload, count)
+        if fmt != FORMAT_INT16 and not np.isfinite(samples).all():  # counts are always finite
+            self.counters["nonfinite"] += count
             return None
-        if not self._advance(st, msg, dev):
+        if not self._advance(st, seq, t_us, dev):
             return None
         self._streams.move_to_end(dev)
-        self.counters["samples_ok"] += msg.count
+        self.counters["samples_ok"] += count
         return SampleBlock(device_id=dev, seq=st.seq, epoch=st.epoch, t0=st.t_us / 1e6,
                            rate_hz=hello.rate_hz, samples=samples)
 
-    def _advance(self, st: _Stream, msg: Samples, dev: str) -> bool:
+    def _advance(self, st: _Stream, seq: int, t_us: int, dev: str) -> bool:
         """Place the frame in the device's sequence; False drops it (duplicate or late)."""
         if st.seq_raw is not None:
-            ahead = (msg.seq - st.seq_raw) % U16
-            behind = (st.seq_raw - msg.seq) % U16
+            ahead = (seq - st.seq_raw) % U16
+            behind = (st.seq_raw - seq) % U16
             if ahead == 0:
                 self.counters["duplicates"] += 1
                 return False
@@ -260,15 +271,15 @@ class FrameDecoder:
                     self.counters["seq_gaps"] += 1
                     self.counters["frames_missing"] += ahead - 1
                 st.seq += ahead
-                st.t_us += (msg.t_us - st.t_raw) % U32
-                st.seq_raw, st.t_raw = msg.seq, msg.t_us
+                st.t_us += (t_us - st.t_raw) % U32
+                st.seq_raw, st.t_raw = seq, t_us
                 return True
             # Far behind: the counter restarted without a new boot_id (or a very long outage).
             self.counters["resyncs"] += 1
             st.epoch += 1
             log.info("%s: sequence restarted without a HELLO; epoch %d", alias(dev), st.epoch)
-        st.seq_raw, st.seq = msg.seq, msg.seq
-        st.t_raw, st.t_us = msg.t_us, msg.t_us
+        st.seq_raw, st.seq = seq, seq
+        st.t_raw, st.t_us = t_us, t_us
         return True
 
     def _warn_once(self, key: str, fmt: str, *args: object) -> None:

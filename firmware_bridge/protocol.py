@@ -38,6 +38,7 @@ HEADER = struct.Struct("<BBQI")
 HELLO_FIXED = struct.Struct("<BBBBBIIIIIHB")
 SAMPLES_FIXED = struct.Struct("<HIBB")
 HEARTBEAT_FIXED = struct.Struct("<HIHB")
+SAMPLES_HEAD = struct.Struct(HEADER.format + SAMPLES_FIXED.format[1:])  # both in one unpack
 CRC_SIZE = 2
 MAX_BODY = MAX_RAW - CRC_SIZE
 MAX_SAMPLE_BYTES = MAX_BODY - HEADER.size - SAMPLES_FIXED.size  # 230
@@ -191,7 +192,8 @@ def parse(body: bytes) -> Message:
         if kind == HELLO:
             return _parse_hello(device_id, boot_id, rest)
         if kind == SAMPLES:
-            return _parse_samples(device_id, boot_id, rest)
+            _, _, _, _, seq, t_us, fmt, count, payload = samples_fields(body)
+            return Samples(device_id=device_id, boot_id=boot_id, seq=seq, t_us=t_us, fmt=fmt, count=count, payload=payload)
         if kind == HEARTBEAT:
             if len(rest) != HEARTBEAT_FIXED.size:
                 raise FrameRejected("frames_corrupt", f"HEARTBEAT body of {len(rest)} bytes, expected {HEARTBEAT_FIXED.size}")
@@ -217,11 +219,17 @@ def _parse_hello(device_id: int, boot_id: int, rest: bytes) -> Hello:
     )
 
 
-def _parse_samples(device_id: int, boot_id: int, rest: bytes) -> Samples:
-    if len(rest) < SAMPLES_FIXED.size:
-        raise FrameRejected("frames_corrupt", f"SAMPLES body of {len(rest)} bytes is too short")
-    seq, t_us, fmt, count = SAMPLES_FIXED.unpack_from(rest)
-    payload = rest[SAMPLES_FIXED.size:]
+def samples_fields(body: bytes) -> tuple[int, int, int, int, int, int, int, int, bytes]:
+    """(version, type, device_id, boot_id, seq, t_us, fmt, count, payload) of a SAMPLES body,
+    without a :class:`Samples`: the gateway's per-frame path. struct yields every field in its
+    range, so only the sizes are checked, as ``Samples`` would. The caller has
+    checked version and type; raises FrameRejected like :func:`parse`."""
+    if len(body) < SAMPLES_HEAD.size:
+        raise FrameRejected("frames_corrupt", f"SAMPLES body of {len(body) - HEADER.size} bytes is too short")
+    fields = SAMPLES_HEAD.unpack_from(body)
+    payload, count = body[SAMPLES_HEAD.size:], fields[7]
     if count == 0 or not payload or len(payload) % count:
         raise FrameRejected("frames_corrupt", f"SAMPLES payload of {len(payload)} bytes is not {count} samples")
-    return Samples(device_id=device_id, boot_id=boot_id, seq=seq, t_us=t_us, fmt=fmt, count=count, payload=bytes(payload))
+    if len(payload) > MAX_SAMPLE_BYTES:
+        raise FrameRejected("frames_corrupt", f"SAMPLES payload of {len(payload)} bytes exceeds {MAX_SAMPLE_BYTES}")
+    return (*fields, bytes(payload))

@@ -152,3 +152,18 @@ def test_each_window_is_one_message_of_its_payload_in_mqtt_5_or_3_1_1(broker, op
     bodies = [p for t, p, _ in recorder.messages if t == "imu/anon/s-0123456789abcdef"]
     assert bodies == [payload.encode(window(i)) for i in range(50)]
     assert [w["index"] for w in got] == list(range(50))
+
+
+def test_windows_written_in_a_pass_go_out_together_when_the_pipeline_polls(broker) -> None:
+    proxy = Proxy(broker.port)
+    with sink_for(f"mqtt://127.0.0.1:{proxy.port}/imu/anon/{{stream}}") as sink:
+        assert wait(lambda: len(proxy.publishes()) == 1)
+        for burst in range(3):
+            time.sleep(0.2)  # the network loop idles in its 1 s select: only the wake-up can end it early
+            for i in range(10):
+                sink.write(window(10 * burst + i))
+            started = time.monotonic()
+            sink.poll()
+            assert wait(lambda: len(proxy.publishes()) == 11 + 10 * burst, timeout=2.0)
+            assert time.monotonic() - started < 0.5
+        sink.flush(timeout=5.0)

@@ -205,16 +205,33 @@ def test_peak_is_measured_in_a_single_threaded_subprocess() -> None:
     assert set(peak["gflops_by_size"]) == {"256", "512"}
 
 
-def test_readme_summary_tables_and_targets_come_from_the_results(tmp_path: Path) -> None:
+def _summarise():
     import importlib.util
 
     script = Path(__file__).resolve().parents[3] / "bench" / "summarise.py"
     spec = importlib.util.spec_from_file_location("bench_summarise", script)
     summarise = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summarise)
+    return summarise
+
+
+def test_readme_summary_tables_and_targets_come_from_the_results(tmp_path: Path) -> None:
     path = report.write_json(_result(), tmp_path / "paper-test.json")
-    text = summarise.render([path])
+    text = _summarise().render([path])
     assert "| paper-test (quick) | paper | 54.0 | 88.0 | 1.20 / 2.00 | 800 / 820 | 50.0 % |" in text
     assert "150 (40.0, 0)" in text and "| 60.5 | 0.20 |" in text
-    assert "- paper-test: fp32 >= 45 % of peak yes, >= 150 wearables, 0 drops yes, overhead <= 7 % yes" in text
+    assert ("- paper-test: fp32 >= 45 % of peak yes, >= 150 wearables (150) yes, 0 drops yes, overhead <= 7 % yes"
+            in text)
     assert "ESTIMATES, not measurements" in text and "~100-120" in text
+
+
+def test_a_lean_model_is_held_to_500_wearables_and_3x_the_papers_speed_when_the_paper_was_measured() -> None:
+    paper, lean = _result(), _result()
+    lean["model"]["arch"] = "lean-wide"
+    lean["capacity"]["wearables_per_core"] = 320
+    lean["fp32"] = dict(lean["fp32"], throughput_wps={"1": 2000.0, "8": 2600.0})
+    alone = _summarise().targets([("lean", lean)])
+    assert ">= 500 wearables (320) **no**" in alone[0] and "paper's" not in alone[0]
+    both = _summarise().targets([("lean", lean), ("paper", paper)])
+    assert "fp32 windows/s >= 3x the paper's (3.2x) yes" in both[0] and ">= 500 wearables (320) **no**" in both[0]
+    assert "paper's" not in both[1] and ">= 150 wearables (150) yes" in both[1]

@@ -86,3 +86,9 @@ def test_the_fast_json_encoder_reads_back_as_the_same_numbers_as_json_dumps(valu
 def test_non_finite_values_keep_jsons_own_spelling() -> None:
     window = anonymised(np.array([[np.nan, 1.0], [np.inf, -np.inf]], np.float32), channels=("a", "b"))
     assert payload.encode(window) == json.dumps(payload.as_dict(window), separators=(",", ":")).encode()
+
+
+def test_json_values_are_plain_decimals_with_six_places() -> None:
+    values = np.array([[1.0628651, -0.5, 999.25, 0.0], [-1e-9, 3.0, -2.0000005, 9.9999999]])
+    text = payload.encode(anonymised(values.astype(np.float32), channels=("a", "b"), units=("g", "g"))).decode()
+    assert text.endswith('"values":[[1.062865,-0.500000,999.250000,0.000000],[0.000000,3.000000,-2.000000,10.000000]]}')

@@ -229,3 +229,22 @@ def test_decoder_settings_are_validated() -> None:
     with pytest.raises(ProtocolError, match="channels must name each axis"):
         Hello(device_id=1, boot_id=1, rate_mhz=1, acc_scale=(1, 1), gyro_scale=(1, 1), channels=(1, 2, 3))
     assert AXES == (1, 2, 3, 4, 5, 6)
+
+
+@pytest.mark.parametrize(("count", "payload_bytes"), [(0, 12), (5, 12), (1, 0)])
+def test_a_samples_frame_whose_count_does_not_divide_its_payload_is_corrupt(count: int, payload_bytes: int) -> None:
+    body = HEADER.pack(1, 0x02, DEV, BOOT) + struct.pack("<HIBB", 0, 0, 0, count) + bytes(payload_bytes)
+    for chunked in (False, True):  # one whole frame per feed (the fast path), and byte by byte
+        dec, wire = FrameDecoder(), hello() + frame(body)
+        blocks = [b for i in range(len(wire)) for b in dec.feed(wire[i:i + 1])] if chunked else dec.feed(wire)
+        assert blocks == [] and dec.counters["frames_corrupt"] == 1 and dec.counters["frames_ok"] == 1
+
+
+def test_frames_fed_one_per_chunk_decode_like_one_stream() -> None:
+    frames = [hello()] + [samples(i, start=10 * i) for i in range(5)]
+    whole, apart = FrameDecoder(), FrameDecoder()
+    one = whole.feed(b"".join(frames))
+    each = [b for f in frames for b in apart.feed(f)]
+    assert [(b.seq, b.t0) for b in one] == [(b.seq, b.t0) for b in each] and len(each) == 5
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(one, each))
+    assert whole.counters == apart.counters
