@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import TrainConfig
+from trainer.errors import RunError
 from trainer.fitting import accuracy, batches, fit_classifier, macro_f1, new_classifier, predict, transform
 from trainer.losses import activity_loss, distortion_loss, identity_loss
 from trainer.models import build_anonymiser
@@ -241,7 +242,10 @@ class Procedure:
     def train_round(self) -> None:
         c, tr = self.config, self.data.train
         # the raw-trained networks stay as they were fitted: no online updates, ever
-        fixed = {name: self.regs[name] for name in RAW_NETS}
+        fixed = {name: self.regs[name] for name in RAW_NETS if name in self.regs}
+        if c.beta_a_raw > 0 and "raw_act" not in fixed:
+            raise RunError("this checkpoint predates the raw activity classifier that beta_a_raw needs; "
+                           "train the run again from the start")
         frozen = {name: net for name, net in self.regs.items() if name not in RAW_NETS}
         for net in (*frozen.values(), *fixed.values()):
             net.eval()
