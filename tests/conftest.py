@@ -54,6 +54,11 @@ class Broker:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def ready_port(self) -> int:
+        """The listener that, once it accepts connections, means the broker is up."""
+        return self.port
+
     def start(self, timeout: float = 10.0) -> None:
         self.proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.config)],
@@ -63,13 +68,15 @@ class Broker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}; see {self.workdir}/mosquitto.log")
+                log = self.workdir / "mosquitto.log"
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: "
+                                   f"{log.read_text() if log.is_file() else 'no log written'}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.ready_port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+        raise RuntimeError(f"mosquitto did not listen on {self.ready_port} within {timeout}s")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

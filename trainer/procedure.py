@@ -41,6 +41,10 @@ class Procedure:
                                         "best_round": None}
         self.best_state: dict[str, torch.Tensor] | None = None
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}  # round -> weights, for choosing
+        # the activity fold of each training user: users dealt to folds in a seeded order
+        folds = max(1, config.activity_folds)
+        order = torch.randperm(self.n_users, generator=torch.Generator().manual_seed(config.seed + 7))
+        self.user_fold = order % folds
 
     # -- shapes and helpers ---------------------------------------------------------------
     @property
@@ -73,20 +77,23 @@ class Procedure:
         return ["act"] if k < 2 else [f"act{f}" for f in range(k)]
 
     def _fold_of(self, user: torch.Tensor) -> torch.Tensor:
-        """The activity fold of each window's user: users are dealt to folds in a seeded order."""
-        k = max(1, self.config.activity_folds)
-        order = torch.randperm(self.n_users, generator=torch.Generator().manual_seed(self.config.seed + 7))
-        return (order % k)[user.cpu()].to(user.device)
+        """The activity fold of each window's user."""
+        return self.user_fold.to(user.device)[user]
+
+    def _reader_of(self, user: torch.Tensor) -> torch.Tensor:
+        """The fold whose activity regulariser reads each window: the NEXT fold after its
+        user's, one that never saw that user."""
+        return (self._fold_of(user) + 1) % max(1, self.config.activity_folds)
 
     def _activity_logits(self, nets: list[nn.Module], x: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
-        """Activity logits of ``x``, each window read by the regulariser of the NEXT fold, one that
-        never saw its user: only activity cues that carry over to other people earn credit."""
+        """Activity logits of ``x``, each window read by a regulariser that never saw its user:
+        only activity cues that carry over to other people earn credit."""
         if len(nets) == 1:
             return nets[0](x)
-        fold = self._fold_of(user)
+        reader = self._reader_of(user)
         out = None
         for f, net in enumerate(nets):
-            mine = (fold + 1) % len(nets) == f
+            mine = reader == f
             if mine.any():
                 logits = net(x[mine])
                 out = logits.new_zeros((len(x), logits.shape[1])) if out is None else out
@@ -97,7 +104,7 @@ class Procedure:
         if len(nets) == 1:
             return predict(nets[0], x, self.device)
         preds = np.empty(len(x), dtype=np.int64)
-        reader = ((self._fold_of(user) + 1) % len(nets)).numpy()
+        reader = self._reader_of(user).cpu().numpy()
         for f, net in enumerate(nets):
             mine = reader == f
             if mine.any():

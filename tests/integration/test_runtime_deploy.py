@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import getpass
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Broker, free_port, mosquitto_binary
+from conftest import Broker, free_port
 from model_factory import build_model
 from paho.mqtt.enums import CallbackAPIVersion
 from runtime_helpers import Recorder, frames_for, run_args, signal, spawn  # noqa: F401 (spawn is a fixture)
@@ -75,20 +74,9 @@ class GatewayBroker(Broker):
         self.config = workdir / "mosquitto.conf"
         self.config.write_text(conf + f"user {getpass.getuser()}\nlog_dest file {workdir / 'mosquitto.log'}\n")
 
-    def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.workdir / "mosquitto.log").read_text()
-                raise RuntimeError(f"mosquitto refused the rendered template: {log}")
-            try:
-                with socket.create_connection((self.host, self.tls_port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the rendered broker did not listen")
+    @property
+    def ready_port(self) -> int:
+        return self.tls_port  # the listener the clients of these tests use
 
 
 def tls_client(user: str, password: str, ca: Path) -> mqtt.Client:
