@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 from urllib.parse import parse_qsl
 
 from edge_runtime import payload
@@ -67,6 +67,12 @@ class Sink:
 
     def write(self, window: AnonymisedWindow) -> None:
         raise NotImplementedError
+
+    def write_many(self, windows: Sequence[AnonymisedWindow]) -> None:
+        """The windows of one pipeline pass, in order; sinks that can amortise per-message work
+        (one encoding pass, one socket write) override it."""
+        for window in windows:
+            self.write(window)
 
     def poll(self) -> None:
         """Housekeeping between windows (draining a backlog); cheap when idle."""
