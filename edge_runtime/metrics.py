@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,6 +43,18 @@ class Histogram:
             self.count += 1
             self.sum += value
             self._recent.append(value)
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        """``observe`` of each value, under one lock: the latencies of a batch at once."""
+        buckets, counts = self.buckets, self.counts
+        with self._lock:
+            total = self.sum
+            for value in values:
+                counts[bisect.bisect_left(buckets, value)] += 1
+                total += value
+            self.sum = total
+            self.count += len(values)
+            self._recent.extend(values)
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (0-100) of the recent values; NaN when there are none."""
@@ -94,6 +106,9 @@ class Metrics:
 
     def observe(self, histogram: str, value: float) -> None:
         self.histograms[histogram].observe(value)
+
+    def observe_many(self, histogram: str, values: Sequence[float]) -> None:
+        self.histograms[histogram].observe_many(values)
 
     def summary(self, previous: Mapping[str, int] | None = None) -> str:
         """One line: every non-zero counter (with the change since ``previous``) and latency percentiles."""

@@ -112,21 +112,22 @@ class Pipeline:
             self.metrics.inc("windows_anonymised", len(windows))
             if len(windows) < len(batch):
                 self.metrics.inc("windows_nonfinite", len(batch) - len(windows))
-            push, latency = self.stitcher.push, self.metrics.histograms["window_latency_seconds"]
-            for window in windows:
-                self._emit(push(window))
-                latency.observe(time.monotonic() - window.ready_at)
+            self._emit(self.stitcher.push_many(windows))
+            now = time.monotonic()  # the whole batch went to the sinks in one go
+            self.metrics.observe_many("window_latency_seconds", [now - w.ready_at for w in windows])
 
     def _emit(self, messages: list) -> None:
-        for message in messages:
-            for sink in self.sinks:
-                try:
-                    sink.write(message)
-                except OSError as exc:  # a full disk or a closed pipe: count it, keep the other sinks going
-                    self.metrics.inc("sink_errors")
-                    log.error("%s: cannot write (%s)", sink.name, exc)
-        if messages:
-            self.metrics.inc("messages_out", len(messages))
+        """The messages of one pass to every sink in one call each: a sink encodes and sends a
+        batch at a fraction of the per-message cost."""
+        if not messages:
+            return
+        for sink in self.sinks:
+            try:
+                sink.write_many(messages)
+            except OSError as exc:  # a full disk or a closed pipe: count it, keep the other sinks going
+                self.metrics.inc("sink_errors")
+                log.error("%s: cannot write %d message(s) (%s)", sink.name, len(messages), exc)
+        self.metrics.inc("messages_out", len(messages))
 
     def _housekeeping(self) -> None:
         for sink in self.sinks:

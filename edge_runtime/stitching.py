@@ -21,6 +21,8 @@ boundary (gap, reboot) is never bridged. Stitched messages are AnonymisedWindows
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
+
 import numpy as np
 
 from edge_runtime.errors import ConfigError
@@ -94,6 +96,14 @@ class Stitcher:
             state = self._mean[w.stream] = _MeanState(w, self.window, self.hop)
         piece = state.add(w)
         return out + ([piece] if piece is not None else [])
+
+    def push_many(self, windows: Sequence[AnonymisedWindow]) -> list[AnonymisedWindow]:
+        """The messages of a batch of windows, in order: ``push`` of each. With stitching off
+        (the default) that is the batch itself, at no cost per window."""
+        if self.mode == "off":
+            return list(windows)
+        push = self.push
+        return [message for w in windows for message in push(w)]
 
     def _finish(self, stream: str) -> list[AnonymisedWindow]:
         state = self._mean.pop(stream, None)
