@@ -1,12 +1,14 @@
-"""What MQTT sources and sinks share: connection settings, URL parsing, a paho client with
-capped, jittered reconnects.
+"""What MQTT sources and sinks share: connection settings, URL parsing, TLS, a paho client with
+capped, jittered reconnects, and the blocking connect of the lean sink (:func:`dial`).
 
 paho-mqtt 2.x with ``CallbackAPIVersion.VERSION2`` and MQTT v5 (``protocol = "3.1.1"``, or
 ``?protocol=3.1.1`` in a URL, for brokers without it). paho's own network thread
 (``loop_start``) reconnects forever; its delay is exponential without jitter, so after a
 broker restart every gateway would come back at the same instant. Before each wait we set
 the next delay from our :class:`Backoff` through the public ``reconnect_delay_set``.
-The sink runs the client on :class:`NetworkLoop` instead (see there why), with the same delays.
+The paho sink (``edge_runtime.mqtt_sink_paho``) runs it on its own loop with the same delays;
+the default sink speaks MQTT itself (``edge_runtime.mqtt_wire``) and only borrows
+:class:`Backoff`, the settings, :func:`tls_context` and :func:`dial`.
 Passwords never travel in URLs (they would show in ``ps`` and in logs): they come from the
 configuration's ``password_file`` or the ``IMU_ANON_MQTT_PASSWORD`` environment variable.
 """
@@ -16,24 +18,27 @@ from __future__ import annotations
 import logging
 import os
 import random
-import select
 import socket
-import threading
+import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 from urllib.parse import parse_qsl
 
-from edge_runtime.errors import ConfigError
+from edge_runtime import mqtt_wire
+from edge_runtime.errors import ConfigError, SinkError
 
 if TYPE_CHECKING:  # paho (and ssl) load only when an MQTT source or sink is made: the settings are everywhere
+    import ssl
+
     import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
 
 PASSWORD_ENV = "IMU_ANON_MQTT_PASSWORD"
 PROTOCOLS = ("5", "3.1.1")
+CONNECT_TIMEOUT_S = 10.0  # TCP connect, TLS handshake, CONNACK: each
 
 
 class Backoff:
@@ -136,12 +141,84 @@ def parse_url(url: str, defaults: MqttSettings, extra_keys: set[str]) -> tuple[M
     return settings, topic, {k: v for k, v in params.items() if k in extra_keys}
 
 
+def tls_context(settings: MqttSettings) -> ssl.SSLContext:
+    """The client side of TLS from the settings: the broker's certificate is always verified
+    (``ca_file``, else the system's CA store); ``tls_insecure`` skips only the host name check."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if settings.ca_file:
+            context.load_verify_locations(cafile=str(Path(settings.ca_file).expanduser()))
+        else:
+            context.load_default_certs()
+        if settings.cert_file:
+            cert, key = Path(settings.cert_file).expanduser(), Path(settings.key_file).expanduser()
+            context.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"mqtt TLS files cannot be used ({exc}); check ca_file, cert_file and key_file") from None
+    context.check_hostname = not settings.tls_insecure
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class RefusedError(SinkError):
+    """The broker answered CONNECT with a refusal: wrong user name or password, a client not
+    authorised, ... (``connack.reason`` says which); fix the credentials or the broker's ACL."""
+
+    def __init__(self, connack: mqtt_wire.ConnAck) -> None:
+        self.connack = connack
+        super().__init__(connack.reason)
+
+
+class Link(NamedTuple):
+    """A connected, non-blocking socket and what the broker said on it so far."""
+
+    sock: socket.socket
+    reader: mqtt_wire.PacketReader  # holds any bytes after the CONNACK
+    connack: mqtt_wire.ConnAck
+    rest: list[tuple[int, bytes]]  # packets that arrived with the CONNACK
+
+
+def dial(settings: MqttSettings, tls: ssl.SSLContext | None, connect: bytes, then: bytes, *, v5: bool) -> Link:
+    """Blocking, each step bounded by ``CONNECT_TIMEOUT_S``: TCP (+ TLS), ``connect`` (a CONNECT
+    packet), the CONNACK, then ``then`` (what goes first on an accepted connection). Raises
+    OSError (``ssl.SSLError`` included), :class:`~edge_runtime.mqtt_wire.MqttProtocolError` or
+    :class:`RefusedError`."""
+    sock = socket.create_connection((settings.host, settings.port), timeout=CONNECT_TIMEOUT_S)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=settings.host)
+        sock.sendall(connect)
+        reader = mqtt_wire.PacketReader(v5=v5)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                raise ConnectionError("closed by the broker before its CONNACK")
+            acked, _, packets = reader.feed(data)
+            if acked or packets and packets[0][0] != mqtt_wire.CONNACK << 4:
+                raise mqtt_wire.MqttProtocolError("the broker's first packet is not a CONNACK")
+            if packets:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("no CONNACK")
+        connack = mqtt_wire.parse_connack(packets[0][1], v5)
+        if not connack.accepted:
+            raise RefusedError(connack)
+        sock.sendall(then)
+        sock.setblocking(False)
+        return Link(sock, reader, connack, packets[1:])
+    except BaseException:
+        sock.close()
+        raise
+
+
 def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., None],
                 on_disconnect: Callable[..., None] | None = None, backoff: Backoff | None = None) -> mqtt.Client:
     """A configured, not yet connected paho client; ``role`` names it in logs and client ids.
     ``on_connect(client, properties)`` gets the CONNACK's properties (None in MQTT 3.1.1)."""
-    import ssl
-
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -151,12 +228,7 @@ def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., 
     if settings.username:
         client.username_pw_set(settings.username, settings.password())
     if settings.tls:
-        try:
-            client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None,
-                           keyfile=settings.key_file or None, cert_reqs=ssl.CERT_REQUIRED,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"mqtt TLS files cannot be used ({exc}); check ca_file, cert_file and key_file") from None
+        client.tls_set_context(tls_context(settings))
         client.tls_insecure_set(settings.tls_insecure)
     backoff = backoff or Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
     client.reconnect_delay_set(backoff.next(), settings.reconnect_max_s)
@@ -199,97 +271,3 @@ def start(client: mqtt.Client, settings: MqttSettings) -> None:
     """Connect in the background: the broker may come up after us, and paho keeps retrying."""
     client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
     client.loop_start()
-
-
-class NetworkLoop:
-    """The client's socket served by a thread of ours through paho's external-loop API
-    (``loop_read``/``loop_write``/``loop_misc``, ``on_socket_register_write``).
-
-    Why not ``loop_start``: there every ``publish`` writes a byte to a socket pair to wake
-    paho's thread, a system call and, on a busy core, a round of context switches per message.
-    Here ``publish`` only queues the packet; paho asks for a wake-up when the socket had nothing
-    left to write, and the publisher sends it with :meth:`wake_writer` once its burst is queued,
-    so one pass of this thread sends the whole burst. (Woken at the first message instead,
-    this thread takes the GIL while the publisher is still queueing and sends a few packets a
-    pass: on one core, 4-6 times the passes and wake-ups for the same windows.) Only this thread
-    touches the socket, as with ``loop_start``; it reconnects with the client's
-    :class:`Backoff` (the delay its disconnect callback announced).
-    """
-
-    def __init__(self, client: mqtt.Client, backoff: Backoff, name: str, address: str) -> None:
-        self.client, self.backoff, self.address = client, backoff, address
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._stopping = threading.Event()  # no more reconnects: end once the socket is closed
-        self._abandon = False  # end now, even with the DISCONNECT unsent
-        self._write_pending = False  # packets queued by another thread since the last wake_writer
-        client.on_socket_register_write = self._note_write
-        self._thread = threading.Thread(target=self._run, name=f"paho-{name}", daemon=True)
-
-    def _note_write(self, *_: Any) -> None:
-        # On this loop's own thread nothing is needed: it asks want_write() before every select.
-        if threading.get_ident() != self._thread.ident:
-            self._write_pending = True
-
-    def wake_writer(self) -> None:
-        """After publishing from another thread: one wake-up sends everything queued since the
-        last call. Every publish outside this loop's own callbacks must be followed by it."""
-        if self._write_pending:
-            self._write_pending = False
-            self._wake()
-
-    def _wake(self, *_: Any) -> None:
-        try:
-            self._wake_w.send(b"\x00")
-        except OSError:
-            pass  # full: a wake-up is pending anyway; closed: we have stopped
-
-    def start(self, settings: MqttSettings) -> None:
-        self.client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
-        self._thread.start()
-
-    def _run(self) -> None:
-        client, delay = self.client, 0.0
-        while not self._abandon:
-            sock = client.socket()
-            if sock is None:
-                if self._stopping.is_set() or (delay and self._stopping.wait(delay)):
-                    return
-                try:
-                    client.reconnect()  # blocking connect (and TLS handshake), on this thread only
-                except (OSError, ValueError) as exc:
-                    delay = self.backoff.next()
-                    log.debug("%s: cannot reach %s (%s); retrying in about %.1f s", self._thread.name,
-                              self.address, exc, delay)
-                continue
-            delay = self.backoff.last  # a refused CONNACK or a lost link: the delay the callback announced
-            pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS bytes select cannot see
-            try:
-                readable, _, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [],
-                                               0.0 if pending else 1.0)
-            except (OSError, ValueError):  # the socket was closed under us
-                continue
-            if self._wake_r in readable:
-                try:
-                    self._wake_r.recv(4096)
-                except OSError:
-                    pass
-            rc = client.loop_read() if (sock in readable or pending) else 0
-            if not rc and client.want_write():
-                rc = client.loop_write()
-            if not rc:
-                client.loop_misc()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Disconnect cleanly (this loop writes the DISCONNECT), then end the thread."""
-        self._stopping.set()
-        self.client.disconnect()
-        if self._thread.ident is not None:  # started
-            self._wake()
-            self._thread.join(timeout)
-            self._abandon = True
-            self._wake()
-            self._thread.join(1.5)
-        self._wake_r.close()
-        self._wake_w.close()

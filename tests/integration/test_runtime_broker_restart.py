@@ -17,7 +17,9 @@ W, HOP = 128, 64
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "hapt-user09.csv"
 
 
-def test_windows_produced_during_an_outage_arrive_after_it_up_to_the_buffer_bound(tmp_path: Path, spawn) -> None:
+@pytest.mark.parametrize("client", ["lean", "paho"])
+def test_windows_produced_during_an_outage_arrive_after_it_up_to_the_buffer_bound(tmp_path: Path, spawn,
+                                                                                  client: str) -> None:
     # A broker that saves sessions, so the test's subscriber keeps its subscription over the restart
     # and sees everything the runtime delivers, whoever reconnects first.
     broker = Broker(tmp_path, extra_config=f"persistence true\npersistence_location {tmp_path}/\n")
@@ -31,7 +33,7 @@ def test_windows_produced_during_an_outage_arrive_after_it_up_to_the_buffer_boun
         with Recorder(broker.port, "imu/anon/#", persistent=True) as recorder:
             # 8x real time: a window every 0.16 s, the recording lasts 5 s.
             runtime = spawn(*run_args(model, tmp_path, sources=[f"file:{csv}?speed=8"],
-                                        sinks=[f"{broker.url}/imu/anon/{{stream}}?buffer=5"],
+                                        sinks=[f"{broker.url}/imu/anon/{{stream}}?buffer=5&client={client}"],
                                         extra=("--mqtt-reconnect-min-s", "0.2", "--mqtt-reconnect-max-s", "0.5")))
             runtime.wait_for_line("mqtt-out: connected")
             recorder.wait_for(4, timeout=20)
