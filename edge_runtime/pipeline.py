@@ -65,7 +65,7 @@ class Pipeline:
             wait = 0.1 if not self._pending else self._pending[0].ready_at + max_wait - time.monotonic()
             item = inbox.get(timeout=min(0.1, wait))
             if item is not None:
-                self._ingest(item)
+                self._ingest([item, *inbox.drain(self.settings.max_batch - len(self._pending) - 1)])
                 self._drain(inbox)
             self._anonymise(force=False)
             self._housekeeping()
@@ -78,22 +78,25 @@ class Pipeline:
             sink.flush()
         return self.summary(time.monotonic() - started)
 
-    def _ingest(self, item: Received | object) -> None:
-        at = item.at if isinstance(item, Received) else None
-        for block in self.decoders.decode(item):
-            self._pending.extend(self.streams.push(block, at=at))
+    def _ingest(self, items: list) -> None:
+        """Decode items together (their int16 samples converted in one go), then window them in order."""
+        for item, blocks in zip(items, self.decoders.decode_many(items)):
+            at = item.at if isinstance(item, Received) else None
+            for block in blocks:
+                self._pending.extend(self.streams.push(block, at=at))
 
     def _drain(self, inbox: Inbox) -> None:
-        """Ingest what already waits, until a batch is full. Bounded in items too, so frames
-        that complete no window (HELLO, heartbeats) cannot hold a ready batch back for long."""
+        """Ingest what already waits, until a batch is full, a batch's worth of items at a time.
+        Bounded in items too, so frames that complete no window (HELLO, heartbeats) cannot hold
+        a ready batch back for long."""
         max_batch = self.settings.max_batch
-        for _ in range(DRAIN_ITEMS_PER_WINDOW * max_batch):
-            if len(self._pending) >= max_batch:
+        budget = DRAIN_ITEMS_PER_WINDOW * max_batch
+        while budget > 0 and len(self._pending) < max_batch:
+            items = inbox.drain(min(budget, max_batch - len(self._pending)))
+            if not items:
                 return
-            item = inbox.get_nowait()
-            if item is None:
-                return
-            self._ingest(item)
+            budget -= len(items)
+            self._ingest(items)
 
     def _anonymise(self, force: bool) -> None:
         max_batch, max_wait = self.settings.max_batch, self.settings.max_wait_ms / 1000.0

@@ -21,9 +21,10 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qsl
 
 from edge_runtime.decode import Received
@@ -40,45 +41,115 @@ CAPTURE_SUFFIXES = (".imuf", ".bin", ".frames", ".cap")
 
 
 class Inbox:
-    """The bounded queue between source threads and the pipeline."""
+    """The bounded queue between source threads and the pipeline: a deque under one lock.
+
+    ``queue.Queue`` notifies a Condition on every put and every get. Here a source wakes the
+    pipeline only when it is waiting in :meth:`get`, and the pipeline wakes a source only when
+    one waits for room in :meth:`put`: a busy pipeline takes items without a thread switch per
+    item, and a reader with several frames from one read hands them over in one call
+    (:meth:`offer_many`)."""
 
     def __init__(self, maxsize: int, metrics: Metrics) -> None:
-        self._queue: queue.Queue[Item] = queue.Queue(maxsize)
-        self.metrics = metrics
+        if maxsize < 1:
+            raise ConfigError(f"the inbox needs room for at least one item, got {maxsize}")
+        self.maxsize, self.metrics = maxsize, metrics
+        self._items: deque[Item] = deque()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # the pipeline waits here when the inbox is empty
+        self._room = threading.Condition(self._lock)  # recordings wait here when it is full
+        self._getters = 0  # threads waiting in get()
+        self._putters = 0  # threads waiting in put()
+
+    def qsize(self) -> int:
+        return len(self._items)
 
     def offer(self, item: Item) -> bool:
         """For live sources: never blocks; a full inbox drops the item and counts it."""
-        try:
-            self._queue.put_nowait(item)
-            return True
-        except queue.Full:
-            self.metrics.inc("inbox_dropped")
-            return False
+        with self._lock:
+            if len(self._items) < self.maxsize:
+                self._items.append(item)
+                if self._getters:
+                    self._arrived.notify()
+                return True
+        self.metrics.inc("inbox_dropped")
+        return False
+
+    def offer_many(self, items: Sequence[Item]) -> int:
+        """:meth:`offer` for several items at once (a reader that got several frames in one
+        read): one lock and at most one wake-up. Items that do not fit, the last ones, are
+        dropped and counted; returns how many were taken."""
+        with self._lock:
+            taken = max(0, min(len(items), self.maxsize - len(self._items)))
+            if taken:
+                self._items.extend(items if taken == len(items) else items[:taken])
+                if self._getters:
+                    self._arrived.notify()
+        if taken < len(items):
+            self.metrics.inc("inbox_dropped", len(items) - taken)
+        return taken
 
     def put(self, item: Item, stop: threading.Event) -> bool:
         """For recordings: waits for room (False once ``stop`` is set)."""
-        while not stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
+        with self._lock:
+            while not stop.is_set():
+                if len(self._items) < self.maxsize:
+                    self._items.append(item)
+                    if self._getters:
+                        self._arrived.notify()
+                    return True
+                self._putters += 1
+                try:
+                    self._room.wait(0.1)
+                finally:
+                    self._putters -= 1
         return False
 
     def get(self, timeout: float) -> Item | None:
-        try:
-            return self._queue.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
+        """The oldest item, waiting up to ``timeout`` seconds for one; None if none came."""
+        with self._lock:
+            if not self._items:
+                if not timeout > 0:
+                    return None
+                deadline = time.monotonic() + timeout
+                self._getters += 1
+                try:
+                    while not self._items:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return None
+                        self._arrived.wait(remaining)
+                finally:
+                    self._getters -= 1
+            item = self._items.popleft()
+            if self._putters:
+                self._room.notify()
+            return item
 
     def get_nowait(self) -> Item | None:
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            return None
+        with self._lock:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            if self._putters:
+                self._room.notify()
+            return item
+
+    def drain(self, max_items: int) -> list[Item]:
+        """Up to ``max_items`` of the waiting items, oldest first, in one call (a loop that fell
+        behind takes its backlog without a lock round trip per item)."""
+        with self._lock:
+            items = self._items
+            if len(items) <= max_items:
+                out = list(items)
+                items.clear()
+            else:
+                out = [items.popleft() for _ in range(max(0, max_items))]
+            if out and self._putters:
+                self._room.notify_all()
+            return out
 
     def empty(self) -> bool:
-        return self._queue.empty()
+        return not self._items
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

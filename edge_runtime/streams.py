@@ -32,6 +32,7 @@ from firmware_bridge.blocks import SampleBlock
 log = logging.getLogger(__name__)
 
 LATE_WINDOW = 64  # a block at most this many sequence numbers behind is late or a duplicate: dropped
+GAUGE_REFRESH_S = 1.0  # the measured-rate gauges are rewritten at most this often (the meter's clock)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +89,7 @@ class DeviceStream:
         self.last_seq: int | None = None
         self.epoch: int | None = None
         self.refused_rate: float | None = None
+        self._accepted_rate: float | None = None  # the declared rate last found acceptable
         self._drift_logged: set[str] = set()
 
     def _reset_state(self) -> None:
@@ -153,7 +155,9 @@ class DeviceStream:
                          stream, declared)
                 self.refused_rate = None
                 self.last_seq = None  # the refused frames are not a gap to report
+            self._accepted_rate = declared
             return True
+        self._accepted_rate = None
         if self.refused_rate != declared:
             log.warning("stream %s: declares %g Hz but the model needs %g Hz; refusing its samples "
                         "(configure the wearable for %g Hz or export a model for its rate)",
@@ -166,18 +170,26 @@ class DeviceStream:
 
     def push(self, block: SampleBlock, stream: str, at: float | None = None) -> list[RawWindow]:
         now = self._clock() if at is None else at
-        if not self._rate_ok(block, stream) or not self._check_continuity(block, now):
+        # The same declared rate as the last accepted block needs no second look (nor a call).
+        if ((block.rate_hz != self._accepted_rate and not self._rate_ok(block, stream))
+                or not self._check_continuity(block, now)):
             self.last_seen = now
             return []
         self.last_seen = now
         samples = np.asarray(block.samples, dtype=np.float32)
         n = samples.shape[0]
-        if math.isfinite(block.t0):
-            self._t_ring = block.t0 - self._fill / self.rate_hz  # re-anchored on the device clock every block
-            self._next_t = block.t0 + n / self.rate_hz
+        t0 = block.t0
+        if math.isfinite(t0):
+            self._t_ring = t0 - self._fill / self.rate_hz  # re-anchored on the device clock every block
+            self._next_t = t0 + n / self.rate_hz
         elif self._fill == 0:
             self._t_ring = time.time() - n / self.rate_hz
-        self._measure_rate(block, stream, n, at)
+        self._measure_rate(t0, stream, n, at)
+        fill = self._fill
+        if fill + n <= self._ring.shape[0]:  # the usual block: it fits behind what the ring holds
+            self._ring[fill:fill + n] = samples
+            self._fill = fill + n
+            return self._cut(stream, now)
         out: list[RawWindow] = []
         pos = 0
         while pos < n:
@@ -210,31 +222,38 @@ class DeviceStream:
         count = (ready - self.window) // self.hop + 1
         views = window_views(self._ring, self._start, self.window, self.hop, count)
         self._lent = True
-        out = []
-        for i, view in enumerate(views):
-            out.append(RawWindow(device_id=self.device_id, stream=stream, segment=self.segment, index=self._index,
-                                 t0=self._t_ring + (self._start + i * self.hop) / self.rate_hz,
-                                 rate_hz=self.rate_hz, samples=view, ready_at=now))
-            self._index += 1
-        self._covered = self._start + (count - 1) * self.hop + self.window
-        self._start += count * self.hop
+        device_id, segment, index, t_ring, start = self.device_id, self.segment, self._index, self._t_ring, self._start
+        hop, rate = self.hop, self.rate_hz
+        out = [RawWindow(device_id=device_id, stream=stream, segment=segment, index=index + i,
+                         t0=t_ring + (start + i * hop) / rate, rate_hz=rate, samples=view, ready_at=now)
+               for i, view in enumerate(views)]
+        self._index = index + count
+        self._covered = start + (count - 1) * hop + self.window
+        self._start = start + count * hop
         return out
 
-    def _measure_rate(self, block: SampleBlock, stream: str, n: int, at: float | None) -> None:
+    def _measure_rate(self, t0: float, stream: str, n: int, at: float | None) -> None:
         """Samples per second by the device's clock (its timestamps) and by the gateway's (arrival
         times of live bytes; also when the device sends no timestamps, as CSV lines do not)."""
-        if math.isfinite(block.t0):
-            self._judge(self._device_meter.add(block.t0, n), stream, "stream", "by its own clock")
-        arrival = at if at is not None else (self._clock() if not math.isfinite(block.t0) else None)
-        if arrival is not None:
-            self._judge(self._arrival_meter.add(arrival, n), stream, "stream_arrival", "arriving at the gateway")
+        if math.isfinite(t0):
+            measured = self._device_meter.add(t0, n)
+            if measured is not None:
+                self._judge(measured, t0, self._device_meter, stream, "stream", "by its own clock")
+            if at is None:
+                return
+            arrival = at
+        else:
+            arrival = self._clock() if at is None else at
+        measured = self._arrival_meter.add(arrival, n)
+        if measured is not None:
+            self._judge(measured, arrival, self._arrival_meter, stream, "stream_arrival", "arriving at the gateway")
 
-    def _judge(self, measured: float | None, stream: str, gauge: str, how: str) -> None:
-        if measured is None:
-            return
+    def _judge(self, measured: float, t: float, meter: "_RateMeter", stream: str, gauge: str, how: str) -> None:
         drift = measured / self.rate_hz - 1.0
-        self.metrics.gauge(f"{gauge}_rate_hz", measured, stream)
-        self.metrics.gauge(f"{gauge}_drift_ppm", drift * 1e6, stream)
+        if t >= meter.gauge_due:  # a gauge is read every few seconds: rewriting it every block buys nothing
+            meter.gauge_due = t + GAUGE_REFRESH_S
+            self.metrics.gauge(f"{gauge}_rate_hz", measured, stream)
+            self.metrics.gauge(f"{gauge}_drift_ppm", drift * 1e6, stream)
         if abs(drift) > self.settings.drift_warn and gauge not in self._drift_logged:
             log.warning("stream %s: measured %.3f Hz %s, %.2f%% off the model's %g Hz; check the wearable's "
                         "clock and rate setting", stream, measured, how, drift * 100, self.rate_hz)
@@ -249,6 +268,7 @@ class _RateMeter:
         self.min_s, self.marks_end = min_s, marks_end
         self._t0: float | None = None
         self._samples = 0
+        self.gauge_due = -math.inf  # the meter's time from which the gauges want its rate again
 
     def add(self, t: float, n: int) -> float | None:
         if self._t0 is None:
@@ -282,27 +302,30 @@ class StreamTable:
 
     def push(self, block: SampleBlock, at: float | None = None) -> list[RawWindow]:
         """The windows this block completes; ``at`` is when its bytes arrived (``time.monotonic``)."""
+        n = len(block.samples)
         counts = self._counts
         counts["blocks_in"] += 1
-        counts["samples_in"] += len(block)
-        if not in_shard(block.device_id, self._shard):
-            self.metrics.inc("samples_other_shard", len(block))
+        counts["samples_in"] += n
+        device_id = block.device_id
+        if self._shard is not None and not in_shard(device_id, self._shard):
+            self.metrics.inc("samples_other_shard", n)
             return []
-        stream = self._streams.get(block.device_id)
+        stream = self._streams.get(device_id)
         if stream is None:
             self.expire()
             if len(self._streams) >= self.settings.max_devices:
-                self.metrics.inc("samples_refused_devices", len(block))
+                self.metrics.inc("samples_refused_devices", n)
                 if not self._full_logged:
                     log.warning("%d devices already: refusing new ones (raise streams.max_devices)",
                                 self.settings.max_devices)
                     self._full_logged = True
                 return []
-            stream = self._streams[block.device_id] = DeviceStream(
-                block.device_id, self.window, self.hop, self.rate_hz, self.settings, self.metrics, self._clock)
-            log.info("stream %s: new device", self.pseudonym(block.device_id))
-        windows = stream.push(block, self.pseudonym(block.device_id), at)
-        counts["windows_cut"] += len(windows)
+            stream = self._streams[device_id] = DeviceStream(
+                device_id, self.window, self.hop, self.rate_hz, self.settings, self.metrics, self._clock)
+            log.info("stream %s: new device", self.pseudonym(device_id))
+        windows = stream.push(block, self.pseudonym(device_id), at)
+        if windows:
+            counts["windows_cut"] += len(windows)
         return windows
 
     def finish(self) -> None:

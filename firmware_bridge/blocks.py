@@ -25,4 +25,4 @@ class SampleBlock:
             raise ValueError(f"samples must be [n, 6], got {self.samples.shape}")
 
     def __len__(self) -> int:
-        return int(self.samples.shape[0])
+        return len(self.samples)

@@ -67,21 +67,30 @@ def cobs_encode(data: bytes | bytearray | memoryview) -> bytes:
 def cobs_decode(data: bytes | bytearray | memoryview) -> bytes:
     """Undo :func:`cobs_encode`; raises :class:`FrameRejected` on a malformed encoding."""
     data = bytes(data)
-    if 0 not in data:
-        # Every frame the gateway sees is short (no 0xFF code) and zero-free, having been cut at
-        # the delimiters: the decoded bytes are ``data[1:]`` with each later code byte zeroed.
-        # One step per block instead of a slice, a scan and two appends.
-        out = bytearray(data)
-        i, n = 0, len(data)
-        while i < n:
-            code = data[i]
-            if code == 0xFF:
-                return _cobs_decode_blocks(data)
-            out[i] = 0
-            i += code
-        if i == n:
-            return bytes(out[1:])
-    return _cobs_decode_blocks(data)
+    out = _cobs_decode_short(data)
+    return bytes(out) if out is not None else _cobs_decode_blocks(data)
+
+
+def _cobs_decode_short(data: bytes) -> bytearray | None:
+    """The decoding of a zero-free frame without a full (0xFF) block, None for anything else.
+
+    Every frame the gateway sees is short (no 0xFF code) and zero-free, having been cut at
+    the delimiters: the decoded bytes are ``data[1:]`` with each later code byte zeroed.
+    One step per block instead of a slice, a scan and two appends."""
+    if 0 in data:
+        return None
+    out = bytearray(data)
+    i, n = 0, len(data)
+    while i < n:
+        code = data[i]
+        if code == 0xFF:
+            return None
+        out[i] = 0
+        i += code
+    if i != n:
+        return None
+    del out[0]
+    return out
 
 
 def _cobs_decode_blocks(data: bytes) -> bytes:
@@ -117,10 +126,13 @@ def frame(body: bytes | bytearray) -> bytes:
 
 def unframe(encoded: bytes | bytearray | memoryview) -> bytes:
     """The body of one delimited frame (without its 0x00), CRC checked and removed."""
-    raw = cobs_decode(encoded)
+    data = bytes(encoded)
+    raw = _cobs_decode_short(data)
+    if raw is None:
+        raw = _cobs_decode_blocks(data)
     if len(raw) < 3:
         raise FrameRejected("frames_corrupt", f"frame of {len(raw)} bytes is shorter than a CRC and a body")
-    body, crc = raw[:-2], int.from_bytes(raw[-2:], "little")
-    if crc16(body) != crc:
+    body, crc = bytes(raw[:-2]), raw[-2] | raw[-1] << 8
+    if binascii.crc_hqx(body, CRC_INIT) != crc:
         raise FrameRejected("frames_corrupt", f"CRC {crc:#06x} does not match {crc16(body):#06x}")
     return body

@@ -221,15 +221,24 @@ def _parse_hello(device_id: int, boot_id: int, rest: bytes) -> Hello:
 
 def samples_fields(body: bytes) -> tuple[int, int, int, int, int, int, int, int, bytes]:
     """(version, type, device_id, boot_id, seq, t_us, fmt, count, payload) of a SAMPLES body,
-    without a :class:`Samples`: the gateway's per-frame path. struct yields every field in its
-    range, so only the sizes are checked, as ``Samples`` would. The caller has
-    checked version and type; raises FrameRejected like :func:`parse`."""
-    if len(body) < SAMPLES_HEAD.size:
+    without a :class:`Samples`. The caller has checked version and type; raises FrameRejected
+    like :func:`parse`."""
+    return (*samples_header(body), bytes(body[SAMPLES_HEAD.size:]))
+
+
+def samples_header(body: bytes) -> tuple[int, int, int, int, int, int, int, int]:
+    """(version, type, device_id, boot_id, seq, t_us, fmt, count) of a SAMPLES body, whose
+    payload is ``body[SAMPLES_HEAD.size:]``: the gateway's per-frame path, in one unpack and
+    without copying the payload. struct yields every field in its range, so only the sizes
+    are checked, as ``Samples`` would. The caller has checked version and type; raises
+    FrameRejected like :func:`parse`."""
+    size = len(body) - SAMPLES_HEAD.size
+    if size < 0:
         raise FrameRejected("frames_corrupt", f"SAMPLES body of {len(body) - HEADER.size} bytes is too short")
     fields = SAMPLES_HEAD.unpack_from(body)
-    payload, count = body[SAMPLES_HEAD.size:], fields[7]
-    if count == 0 or not payload or len(payload) % count:
-        raise FrameRejected("frames_corrupt", f"SAMPLES payload of {len(payload)} bytes is not {count} samples")
-    if len(payload) > MAX_SAMPLE_BYTES:
-        raise FrameRejected("frames_corrupt", f"SAMPLES payload of {len(payload)} bytes exceeds {MAX_SAMPLE_BYTES}")
-    return (*fields, bytes(payload))
+    count = fields[7]
+    if count == 0 or not size or size % count:
+        raise FrameRejected("frames_corrupt", f"SAMPLES payload of {size} bytes is not {count} samples")
+    if size > MAX_SAMPLE_BYTES:
+        raise FrameRejected("frames_corrupt", f"SAMPLES payload of {size} bytes exceeds {MAX_SAMPLE_BYTES}")
+    return fields

@@ -11,6 +11,7 @@ Float32 samples are sent in g and degrees per second, little-endian, whatever th
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -116,32 +117,66 @@ def to_physical(payload: bytes, count: int, fmt: int, hello: Hello) -> np.ndarra
     return physical_converter(hello, fmt)(payload, count)
 
 
-def physical_converter(hello: Hello, fmt: int) -> Callable[[bytes, int], np.ndarray]:
-    """:func:`to_physical` for one HELLO and format, with the channel order and gains worked
-    out once: a decoder keeps it for the device's every frame until its next HELLO."""
-    nch = len(hello.channels)
-    order = [hello.channels.index(a) for a in AXES]
-    pick = None if order == list(range(nch)) else np.array(order)
-    if fmt == FORMAT_INT16:
-        dtype = counts_dtype(hello.big_endian)
-        axis_gains = [hello.acc_scale[0] / hello.acc_scale[1]] * 3 + [hello.gyro_scale[0] / hello.gyro_scale[1] * DEG_TO_RAD] * 3
-    elif fmt == FORMAT_FLOAT32:
-        dtype = np.dtype("<f4")
-        axis_gains = [1.0, 1.0, 1.0, DEG_TO_RAD, DEG_TO_RAD, DEG_TO_RAD]
-    else:
-        raise ProtocolError(f"unknown sample format {fmt}")
-    # Per channel of the payload (ignored channels get 1), so the product runs on the array as read.
-    gains = np.ones(nch)
-    gains[order] = axis_gains
+Converter = Callable[..., np.ndarray]  # (buffer, count, offset=0, out=None) -> float32 [count, 6]
 
-    def convert(payload: bytes, count: int) -> np.ndarray:
-        # In float64, then rounded once. Cast first, multiply in place, then pick: a mixed-type
-        # (or byte-swapped) product into a new array releases the GIL, and on a gateway core
-        # shared with reader and MQTT threads each release costs ~30 us of waiting to get it back.
-        raw = np.frombuffer(payload, dtype=dtype).astype(np.float64).reshape(count, nch)
-        raw *= gains
-        return (raw if pick is None else raw.take(pick, axis=1)).astype(np.float32)
-    return convert
+
+def physical_converter(hello: Hello, fmt: int) -> Converter:
+    """:func:`to_physical` for one HELLO and format, with the channel order and gains worked
+    out once: a decoder keeps it for the device's every frame until its next HELLO. Devices
+    that describe their samples alike (same chip and ranges) get the same converter, so frames
+    of many devices can be converted in one call (``firmware_bridge.decoder.SampleBatch``).
+
+    ``convert(buffer, count, offset=0, out=None)`` reads ``count`` samples starting ``offset``
+    bytes into ``buffer`` (a whole frame body will do: no payload copy; so will the payloads of
+    several frames joined) into ``out`` (float32 [count, 6], a new array when None). Values are
+    computed in float64 and rounded to float32 once. The channel pick is a strided view, never
+    ``take`` or fancy indexing: those release the GIL, and on a gateway core shared with reader
+    and MQTT threads each release costs tens of microseconds of waiting to get it back (a ufunc
+    into a preallocated ``out`` of a few dozen values keeps it).
+    """
+    if fmt not in (FORMAT_INT16, FORMAT_FLOAT32):
+        raise ProtocolError(f"unknown sample format {fmt}")
+    return _converter(hello.channels, hello.big_endian, hello.acc_scale, hello.gyro_scale, fmt)
+
+
+@functools.lru_cache(maxsize=256)
+def _converter(channels: tuple[int, ...], big_endian: bool, acc_scale: tuple[int, int], gyro_scale: tuple[int, int],
+               fmt: int) -> Converter:
+    nch = len(channels)
+    if fmt == FORMAT_INT16:
+        dtype = counts_dtype(big_endian)
+        acc_gain = acc_scale[0] / acc_scale[1]
+        gyro_gain = gyro_scale[0] / gyro_scale[1] * DEG_TO_RAD
+    else:
+        dtype, acc_gain, gyro_gain = np.dtype("<f4"), 1.0, DEG_TO_RAD
+    width = dtype.itemsize
+    acc, gyro = channels.index(ACC_X), channels.index(GYRO_X)
+    if channels[acc:acc + 3] == AXES[:3] and channels[gyro:gyro + 3] == AXES[3:]:
+        # Each sensor's x, y, z side by side, as every chip's burst read has them: one view
+        # [count, sensor, axis] reads both triplets in the model's order, one ufunc converts.
+        start, strides = acc * width, (nch * width, (gyro - acc) * width, width)
+        gains = np.array([[acc_gain] * 3, [gyro_gain] * 3])
+
+        def convert(buffer: bytes, count: int, offset: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+            if out is None:
+                out = np.empty((count, 6), dtype=np.float32)
+            np.multiply(np.ndarray((count, 2, 3), dtype, buffer, offset + start, strides), gains,
+                        out=out.reshape(count, 2, 3), casting="unsafe")
+            return out
+        return convert
+
+    # Any other order (axes interleaved): one column at a time, still without fancy indexing.
+    # (np.float64 gains: a Python float next to float32 values would make the product float32.)
+    columns = [(channels.index(axis), k, np.float64(acc_gain if k < 3 else gyro_gain)) for k, axis in enumerate(AXES)]
+
+    def convert_columns(buffer: bytes, count: int, offset: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+        raw = np.ndarray((count, nch), dtype, buffer, offset)
+        if out is None:
+            out = np.empty((count, 6), dtype=np.float32)
+        for src, dst, gain in columns:
+            np.multiply(raw[:, src], gain, out=out[:, dst], casting="unsafe")
+        return out
+    return convert_columns
 
 
 def to_float_payload(samples: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:

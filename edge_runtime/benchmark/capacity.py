@@ -116,6 +116,13 @@ class TimedDecoders(_Wrapper):
         return out
 
 
+    def decode_many(self, items: Any) -> list:
+        t = time.thread_time()
+        out = self._inner.decode_many(items)
+        self._clock.add("decode", time.thread_time() - t)
+        return out
+
+
 class TimedStreams(_Wrapper):
     def __len__(self) -> int:
         return len(self._inner)

@@ -4,13 +4,16 @@ Every wearable is the firmware bridge's own :class:`~firmware_bridge.simulator.S
 (HELLO, SAMPLES of int16 counts, HEARTBEAT; 10 samples a frame at 50 Hz), run ahead of time
 on an injected clock so the frames and their device times are known before the measurement
 starts: encoding must not eat into the core being measured. :class:`FleetSource` then hands
-each frame to the pipeline's inbox when it is due, as a serial or MQTT reader thread would,
-with ``Received.at`` set to the moment the frame was due, so a pipeline that falls behind
-shows it in its sample-to-publish latency instead of hiding it in a queue.
+the frames to the pipeline's inbox as they fall due, as a serial or MQTT reader thread would:
+every ``read_tick_s`` it takes all frames due by then, as one ``read()`` returns every frame
+that arrived since the last, with ``Received.at`` set to the moment each frame was due, so a
+pipeline that falls behind (and the tick itself) shows in its sample-to-publish latency
+instead of hiding in a queue.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import time
@@ -32,6 +35,10 @@ FIRST_DEVICE_ID = 0x494D5542454E0000  # "IMUBEN" + index: obviously not a hardwa
 ORIGINS = 256
 FEEDER_PREFIX = "bench-fleet"  # the feeding thread's name, so its CPU time can be read
 SOURCE_USERS = 8  # distinct HAPT users whose signals the fleet replays (at different offsets)
+# How often the feeder reads, like a serial reader's read() that returns every frame that came
+# in meanwhile (USB full speed delivers in 1 ms frames; an FTDI adapter holds data up to its
+# 16 ms latency timer). One wake-up per frame would price thread switches, not a reader.
+READ_TICK_S = 0.002
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,12 +116,14 @@ def expected_windows(samples: int, window: int, hop: int) -> int:
 class FleetSource(Source):
     """Plays ``wearables`` into the inbox at real time, spread evenly over one frame period.
 
-    ``Inbox.offer`` as the live sources use it: a full inbox drops the frame and counts it.
+    ``Inbox.offer_many`` as a live reader that got several frames in one read: a full inbox
+    drops the frames and counts them.
     """
 
     live = False  # finite: the pipeline drains and returns once every frame has been handed over
 
-    def __init__(self, wearables: list[WearableFrames], frame_period_s: float, lead_s: float = 0.2) -> None:
+    def __init__(self, wearables: list[WearableFrames], frame_period_s: float, lead_s: float = 0.2,
+                 read_tick_s: float = READ_TICK_S) -> None:
         super().__init__()
         self.name = f"{FEEDER_PREFIX}-{len(wearables)}"
         n = max(1, len(wearables))
@@ -125,14 +134,18 @@ class FleetSource(Source):
         due_all = np.concatenate(due) if due else np.zeros(0)
         order = np.argsort(due_all, kind="stable")
         self._due = due_all[order]
-        self._owner = np.concatenate(owner)[order] if owner else np.zeros(0, dtype=int)
-        self._index = np.concatenate(index)[order] if index else np.zeros(0, dtype=int)
-        self._wearables = wearables
+        owners = np.concatenate(owner)[order] if owner else np.zeros(0, dtype=int)
+        indices = np.concatenate(index)[order] if index else np.zeros(0, dtype=int)
+        # Each frame's origin and bytes in the order they fall due, as Python lists: indexing
+        # numpy scalars one by one costs more than the work being measured.
+        origins = [f"bench:{k}" for k in range(ORIGINS)]
+        self._plan = [(origins[w % ORIGINS], wearables[w].frames[k]) for w, k in zip(owners.tolist(), indices.tolist())]
         self._lead_s = lead_s
+        self._tick_s = read_tick_s
         self.offered = 0
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self.max_lateness_s = 0.0  # how far behind schedule the feeder itself got
+        self.max_lateness_s = 0.0  # how far behind schedule a frame was handed over (the tick included)
         self.cpu_s = 0.0  # this thread's CPU time: what a reader thread would cost
 
     @property
@@ -140,22 +153,20 @@ class FleetSource(Source):
         return float(self._due[-1]) if self._due.size else 0.0
 
     def _run(self, inbox: Inbox) -> None:
-        origins = [f"bench:{k}" for k in range(ORIGINS)]
         t0 = time.monotonic() + self._lead_s
         self.started_at = t0
-        # Python lists: indexing numpy scalars one by one costs more than the work being measured.
-        due, owner, index = self._due.tolist(), self._owner.tolist(), self._index.tolist()
-        wearables, total, i = self._wearables, len(due), 0
+        due, plan = self._due.tolist(), self._plan
+        total, i = len(plan), 0
         while i < total and not self._stop.is_set():
             now = time.monotonic()
-            while i < total and t0 + due[i] <= now:
-                w = owner[i]
-                at = t0 + due[i]
-                inbox.offer(Received(origins[w % ORIGINS], wearables[w].frames[index[i]], "frames", at=at))
-                self.max_lateness_s = max(self.max_lateness_s, now - at)
-                i += 1
+            j = bisect.bisect_right(due, now - t0, lo=i)  # every frame due by now, in one read
+            if j > i:
+                inbox.offer_many([Received(origin, data, "frames", None, None, (), t0 + d)
+                                  for (origin, data), d in zip(plan[i:j], due[i:j])])
+                self.max_lateness_s = max(self.max_lateness_s, now - (t0 + due[i]))
+                i = j
             if i < total:
-                time.sleep(min(0.005, max(0.0, t0 + due[i] - time.monotonic())))
+                time.sleep(max(self._tick_s, min(0.005, t0 + due[i] - time.monotonic())))
         self.offered = i
         self.finished_at = time.monotonic()
         self.cpu_s = time.thread_time()

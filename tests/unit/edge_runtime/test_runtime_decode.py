@@ -107,3 +107,31 @@ def test_csv_lines_from_a_serial_port_become_blocks() -> None:
     blocks = dec.decode(Received("serial:/dev/x", lines, "csv", device="proto", rate_hz=50.0))
     assert [len(b) for b in blocks] == [2, 1] and blocks[1].seq == blocks[0].seq + 2
     assert metrics.get("lines_ok") == 3 and metrics.get("lines_bad") == 1
+
+
+def test_decoding_many_items_at_once_gives_what_decoding_them_one_by_one_gives() -> None:
+    from edge_runtime.benchmark.fleet import Fleet
+
+    wearables = Fleet(duration_s=3.0).wearables(3)
+    longest = max(len(w.frames) for w in wearables)
+    items = [Received(f"serial:/dev/{i % 2}", w.frames[k], "frames") for k in range(longest)
+             for i, w in enumerate(wearables) if k < len(w.frames)]
+    items.append(Received("mqtt:imu/w1/raw", json.dumps({"rate_hz": 50, "samples": [[0, 0, 1, 0, 0, 0]] * 3}).encode(),
+                          "mqtt", device="w1"))
+    one, one_metrics = decoders()
+    many, many_metrics = decoders()
+    want = [one.decode(item) for item in items]
+    got = [blocks for start in range(0, len(items), 7) for blocks in many.decode_many(items[start:start + 7])]
+    assert [len(b) for b in got] == [len(b) for b in want] and sum(len(b) for b in got) == 3 * 15 + 1
+    for g, w in zip((b for blocks in got for b in blocks), (b for blocks in want for b in blocks)):
+        assert (g.device_id, g.seq, g.epoch, g.t0, g.rate_hz) == (w.device_id, w.seq, w.epoch, w.t0, w.rate_hz)
+        np.testing.assert_array_equal(g.samples, w.samples)
+    assert many_metrics.snapshot() == one_metrics.snapshot()
+
+
+def test_decoding_many_still_drops_frames_that_claim_another_device() -> None:
+    frames = frames_for(signal(16, seed=6), DEV)
+    dec, metrics = decoders()
+    got = dec.decode_many([Received("mqtt:imu/0000000000000001/raw", f, "mqtt", device="0000000000000001")
+                           for f in frames])
+    assert got == [[] for _ in frames] and metrics.get("blocks_device_mismatch") == 2

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge_runtime.decode import Received
 from edge_runtime.errors import ConfigError, SinkError, SourceError
 from edge_runtime.metrics import Metrics
 from edge_runtime.mqtt_link import Backoff, MqttSettings, parse_url
 from edge_runtime.signals import _ANONYMISER_TOKEN, AnonymisedWindow, RawWindow
 from edge_runtime.sinks import PublishSettings, open_sink
-from edge_runtime.sources import RecordingSource, SourceContext, open_source
+from edge_runtime.sources import Inbox, RecordingSource, SourceContext, open_source
 
 CTX = SourceContext(model_rate_hz=50.0, metrics=Metrics())
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "samples" / "hapt-user09.csv"
@@ -138,3 +141,48 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_resets() -> None:
     assert len(set(delays)) == 6
     backoff.reset()
     assert backoff.next() <= 0.625
+
+
+def test_a_full_inbox_drops_what_live_sources_offer_and_counts_it() -> None:
+    metrics = Metrics()
+    inbox = Inbox(3, metrics)
+    assert inbox.offer("a") and inbox.offer_many(["b", "c", "d", "e"]) == 2 and not inbox.offer("f")
+    assert metrics.get("inbox_dropped") == 3 and inbox.qsize() == 3
+    assert [inbox.get_nowait(), inbox.get(0.0)] == ["a", "b"]
+    assert inbox.drain(10) == ["c"] and inbox.empty()
+    assert inbox.get_nowait() is None and inbox.get(0.0) is None and inbox.drain(10) == []
+
+
+def test_drain_takes_the_oldest_items_up_to_its_bound_in_one_call() -> None:
+    inbox = Inbox(100, Metrics())
+    inbox.offer_many(list(range(10)))
+    assert inbox.drain(4) == [0, 1, 2, 3] and inbox.drain(0) == [] and inbox.drain(100) == list(range(4, 10))
+
+
+def test_a_waiting_pipeline_is_woken_by_an_offer_and_times_out_without_one() -> None:
+    inbox = Inbox(10, Metrics())
+    started = time.monotonic()
+    assert inbox.get(0.05) is None and time.monotonic() - started >= 0.045
+    threading.Timer(0.05, inbox.offer_many, args=(["x", "y"],)).start()
+    started = time.monotonic()
+    assert inbox.get(5.0) == "x" and time.monotonic() - started < 2.0
+    assert inbox.get_nowait() == "y"
+
+
+def test_a_recording_waits_for_room_and_gives_up_once_stopped() -> None:
+    inbox, stop = Inbox(1, Metrics()), threading.Event()
+    assert inbox.put("a", stop)
+    threading.Timer(0.05, inbox.get_nowait).start()
+    started = time.monotonic()
+    assert inbox.put("b", stop) and time.monotonic() - started < 2.0  # woken when the pipeline took "a"
+    threading.Timer(0.05, stop.set).start()
+    assert not inbox.put("c", stop) and inbox.drain(5) == ["b"]
+    assert not inbox.put("d", stop)  # stopped: refused even with room, as before
+
+
+def test_received_is_cheap_stamped_on_arrival_and_its_repr_shows_neither_bytes_nor_device() -> None:
+    before = time.monotonic()
+    item = Received("mqtt:imu/w1/raw", b"secret-bytes", "mqtt", device="0102030405060708")
+    assert before <= item.at <= time.monotonic()
+    assert Received("o", b"", "frames", at=12.5).at == 12.5
+    assert "secret" not in repr(item) and "0102030405060708" not in repr(item) and "bytes=12" in repr(item)

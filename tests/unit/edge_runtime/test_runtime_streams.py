@@ -239,3 +239,35 @@ def test_windows_waiting_for_a_batch_keep_their_samples_while_the_ring_compacts_
     assert len(waiting) == len(expected)
     for window, want in zip(waiting, expected):
         np.testing.assert_array_equal(window.samples, want)
+
+
+class CountingMetrics(Metrics):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gauge_calls: list[tuple[str, float]] = []
+
+    def gauge(self, name: str, value: float, stream: str = "") -> None:
+        self.gauge_calls.append((name, value))
+        super().gauge(name, value, stream)
+
+
+def test_the_rate_gauges_are_refreshed_once_a_second_not_at_every_block(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = CountingMetrics()
+    streams = StreamTable(W, HOP, RATE, StreamSettings(drift_min_s=10.0), metrics, lambda d: f"s-{d}", Clock())
+    samples = ramp(2000)
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.streams"):
+        for k, start in enumerate(range(0, 2000, 5)):  # 10 blocks a second by the device clock, 52 Hz
+            streams.push(SampleBlock(device_id="A", seq=k, epoch=0, t0=start / 52.0, rate_hz=RATE,
+                                     samples=samples[start:start + 5]))
+    rates = [value for name, value in metrics.gauge_calls if name == "stream_rate_hz"]
+    # 38 s of signal, judged from 10 s on: about 29 refreshes instead of ~290
+    assert 27 <= len(rates) <= 30 and all(abs(r - 52.0) < 0.1 for r in rates)
+    assert len([r for r in caplog.records if "measured 52.000 Hz" in r.getMessage()]) == 1
+
+
+def test_a_device_that_changes_to_a_wrong_rate_is_refused_at_its_first_such_block() -> None:
+    streams, metrics = table()
+    samples = ramp(300)
+    assert streams.push(SampleBlock(device_id="A", seq=0, epoch=0, t0=0.0, rate_hz=RATE, samples=samples[:200]))
+    assert streams.push(SampleBlock(device_id="A", seq=1, epoch=0, t0=4.0, rate_hz=100.0, samples=samples[200:])) == []
+    assert metrics.get("samples_refused_rate") == 100 and metrics.get("gaps_rate") == 1
