@@ -35,8 +35,14 @@ OPSET = 18
 CONFIG_KEY = PREFIX + "train_config"
 
 
+ARTEFACTS = ("models", "reports", "bench/results")  # what the commands write into the checkout
+
+
 def code_version() -> str:
-    """``imu-anon`` version plus the git commit when run from a checkout (``+dirty`` if edited)."""
+    """``imu-anon`` version plus the git commit when run from a checkout (``.dirty`` if its code is
+    edited). Released artefacts (``models/``, ``reports/``, ``bench/results/``) do not count: an
+    export writes the fp32 file before the int8 one, and a card must not call the code dirty
+    because its sibling was just written."""
     from imu_anon import __version__
 
     repo = Path(__file__).resolve().parent.parent
@@ -47,7 +53,7 @@ def code_version() -> str:
         if commit.returncode != 0:
             return __version__
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in ARTEFACTS)],
             cwd=repo, capture_output=True, text=True, timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired):
