@@ -62,7 +62,8 @@ def make(arch: str, out: Path) -> list[Path]:
     set_metadata(model, _card(model, arch, "fp32", flops))
     fp32 = save_model(model, out / f"{arch}.onnx")
     with tempfile.TemporaryDirectory() as tmp:
-        raw = quantise_int8(fp32, Path(tmp) / "q.onnx", _calibration())
+        raw = Path(tmp) / "q.onnx"
+        quantise_int8(fp32, raw, _calibration())  # writes the graph; returns the quantised node names
         q = load_model(raw)
     set_metadata(q, _card(q, arch, "int8", flops))
     int8 = save_model(q, out / f"{arch}.int8.onnx")
