@@ -65,17 +65,24 @@ class Pseudonymiser:
         self._secret = bytes(secret)
         self._rotation_s = float(rotation_s)
         self._clock = clock
-        self._cache: dict[tuple[int, str], str] = {}
+        # The period and the pseudonyms made in it, as one attribute so that no reader sees one
+        # period's number with another's pseudonyms. Asked for at every block of every device:
+        # one lookup by id (no key tuple), and without rotation not even the clock.
+        self._current: tuple[int, dict[str, str]] = (0, {})
 
     def period(self) -> int:
         return int(self._clock() // self._rotation_s) if self._rotation_s else 0
 
     def __call__(self, device_id: str) -> str:
-        key = (self.period(), device_id)
-        found = self._cache.get(key)
+        period, cache = self._current
+        if self._rotation_s:
+            now = int(self._clock() // self._rotation_s)
+            if now != period:  # a new period: the old pseudonyms are never needed again
+                period, cache = self._current = (now, {})
+        found = cache.get(device_id)
         if found is None:
-            if len(self._cache) > 4096:  # bounded: old periods and departed devices fall out
-                self._cache.clear()
-            mac = hmac.new(self._secret, f"{key[0]}:{device_id}".encode("utf-8"), hashlib.sha256)
-            found = self._cache[key] = PREFIX + mac.hexdigest()[:_HEX_DIGITS]
+            if len(cache) > 4096:  # bounded: departed devices fall out
+                cache.clear()
+            mac = hmac.new(self._secret, f"{period}:{device_id}".encode("utf-8"), hashlib.sha256)
+            found = cache[device_id] = PREFIX + mac.hexdigest()[:_HEX_DIGITS]
         return found

@@ -34,6 +34,32 @@ class RawWindow:
         if self.samples.ndim != 2 or self.samples.shape[0] != 6:
             raise ValueError(f"raw window samples must be [6, W], got {self.samples.shape}")
 
+    @classmethod
+    def _run(cls, samples: Sequence[np.ndarray], t0: Sequence[float], *, device_id: str, stream: str, segment: int,
+             index: int, rate_hz: float, ready_at: float) -> list[RawWindow]:
+        """Consecutive windows of one device's segment, numbered from ``index``: window i shows
+        ``samples[i]`` and starts at ``t0[i]``. The streams' constructor: it cuts them from one
+        ring, one window long each, so the shape is checked once for the run (the first window,
+        and the last, which reaches furthest into the ring) instead of once per window by the
+        generated keyword ``__init__`` and ``__post_init__``, which cost more than the cut itself."""
+        if samples and (samples[0].ndim != 2 or samples[0].shape[0] != 6 or samples[-1].shape != samples[0].shape):
+            raise ValueError(f"raw window samples must be [6, W] alike, got {[s.shape for s in samples]}")
+        s_device, s_stream, s_segment, s_index, s_t0, s_rate, s_samples, s_ready = _RAW_SLOT_SETTERS
+        new = object.__new__
+        out = []
+        for i, (view, start) in enumerate(zip(samples, t0)):
+            window = new(cls)
+            s_device(window, device_id)
+            s_stream(window, stream)
+            s_segment(window, segment)
+            s_index(window, index + i)
+            s_t0(window, start)
+            s_rate(window, rate_hz)
+            s_samples(window, view)
+            s_ready(window, ready_at)
+            out.append(window)
+        return out
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AnonymisedWindow:
@@ -92,6 +118,10 @@ class AnonymisedWindow:
             out.append(window)
         return out
 
+
+# Each slot's own setter, in _run's order (a test checks _run sets every field).
+_RAW_SLOT_SETTERS = tuple(RawWindow.__dict__[name].__set__ for name in (
+    "device_id", "stream", "segment", "index", "t0", "rate_hz", "samples", "ready_at"))
 
 # Each slot's own setter, in _batch's order: a frozen dataclass refuses setattr, and these are
 # what its generated __init__ ends up calling (a test checks _batch sets every field).

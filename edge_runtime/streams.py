@@ -81,7 +81,10 @@ class DeviceStream:
                  metrics: Metrics, clock: Callable[[], float]) -> None:
         self.device_id, self.window, self.hop, self.rate_hz = device_id, window, hop, rate_hz
         self.settings, self.metrics, self._clock = settings, metrics, clock
-        self._ring = np.zeros((2 * window, 6), dtype=np.float32)  # hop <= window, so one window + one hop fit
+        self._silence_s = settings.silence_s
+        self._gap_s = settings.gap_tolerance_samples / rate_hz  # device seconds off the expected start that make a gap
+        self._capacity = 2 * window  # hop <= window, so one window + one hop fit
+        self._ring = np.zeros((self._capacity, 6), dtype=np.float32)
         self._lent = False  # windows cut from this ring may still be waiting: never overwrite it
         self.segment = -1
         self._reset_state()
@@ -143,7 +146,7 @@ class DeviceStream:
         # Compared with the previous block, not with the segment's start: a device clock a few
         # hundred ppm off its declared rate must not look like a gap after a minute.
         if self._fill and math.isfinite(block.t0) and math.isfinite(self._next_t):
-            if abs(block.t0 - self._next_t) > self.settings.gap_tolerance_samples / self.rate_hz:
+            if abs(block.t0 - self._next_t) > self._gap_s:
                 self.reset("time")
         return True
 
@@ -170,32 +173,40 @@ class DeviceStream:
 
     def push(self, block: SampleBlock, stream: str, at: float | None = None) -> list[RawWindow]:
         now = self._clock() if at is None else at
+        seq, t0 = block.seq, block.t0
         # The same declared rate as the last accepted block needs no second look (nor a call).
-        if ((block.rate_hz != self._accepted_rate and not self._rate_ok(block, stream))
-                or not self._check_continuity(block, now)):
+        if block.rate_hz != self._accepted_rate and not self._rate_ok(block, stream):
+            self.last_seen = now
+            return []
+        # The usual block: the same epoch, the next sequence number, on time (a NaN t0 or
+        # _next_t compares as on time, as _check_continuity skips them), the device not silent.
+        # Of all _check_continuity looks at, it changes only the last sequence number.
+        if (block.epoch == self.epoch and seq is not None and seq - 1 == self.last_seq
+                and now - self.last_seen <= self._silence_s and not abs(t0 - self._next_t) > self._gap_s):
+            self.last_seq = seq
+        elif not self._check_continuity(block, now):
             self.last_seen = now
             return []
         self.last_seen = now
-        samples = np.asarray(block.samples, dtype=np.float32)
-        n = samples.shape[0]
-        t0 = block.t0
+        samples = block.samples
+        n = len(samples)
+        fill = self._fill
         if math.isfinite(t0):
-            self._t_ring = t0 - self._fill / self.rate_hz  # re-anchored on the device clock every block
+            self._t_ring = t0 - fill / self.rate_hz  # re-anchored on the device clock every block
             self._next_t = t0 + n / self.rate_hz
-        elif self._fill == 0:
+        elif fill == 0:
             self._t_ring = time.time() - n / self.rate_hz
         self._measure_rate(t0, stream, n, at)
-        fill = self._fill
-        if fill + n <= self._ring.shape[0]:  # the usual block: it fits behind what the ring holds
+        if fill + n <= self._capacity:  # the usual block: it fits behind what the ring holds
             self._ring[fill:fill + n] = samples
             self._fill = fill + n
             return self._cut(stream, now)
         out: list[RawWindow] = []
         pos = 0
         while pos < n:
-            if self._fill == self._ring.shape[0]:
+            if self._fill == self._capacity:
                 self._compact()
-            take = min(n - pos, self._ring.shape[0] - self._fill)
+            take = min(n - pos, self._capacity - self._fill)
             self._ring[self._fill:self._fill + take] = samples[pos:pos + take]
             self._fill += take
             pos += take
@@ -216,19 +227,19 @@ class DeviceStream:
         self._fill, self._start = keep, 0
 
     def _cut(self, stream: str, now: float) -> list[RawWindow]:
-        ready = self._fill - self._start
-        if ready < self.window:
+        start, window, hop = self._start, self.window, self.hop
+        ready = self._fill - start
+        if ready < window:
             return []
-        count = (ready - self.window) // self.hop + 1
-        views = window_views(self._ring, self._start, self.window, self.hop, count)
+        count = (ready - window) // hop + 1
+        views = window_views(self._ring, start, window, hop, count)
         self._lent = True
-        device_id, segment, index, t_ring, start = self.device_id, self.segment, self._index, self._t_ring, self._start
-        hop, rate = self.hop, self.rate_hz
-        out = [RawWindow(device_id=device_id, stream=stream, segment=segment, index=index + i,
-                         t0=t_ring + (start + i * hop) / rate, rate_hz=rate, samples=view, ready_at=now)
-               for i, view in enumerate(views)]
+        t_ring, rate, index = self._t_ring, self.rate_hz, self._index
+        out = RawWindow._run(views, [t_ring + s / rate for s in range(start, start + count * hop, hop)],
+                             device_id=self.device_id, stream=stream, segment=self.segment, index=index,
+                             rate_hz=rate, ready_at=now)
         self._index = index + count
-        self._covered = start + (count - 1) * hop + self.window
+        self._covered = start + (count - 1) * hop + window
         self._start = start + count * hop
         return out
 

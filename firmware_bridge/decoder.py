@@ -18,7 +18,7 @@ import numpy as np
 
 from firmware_bridge.blocks import SampleBlock
 from firmware_bridge.errors import ProtocolError
-from firmware_bridge.framing import MAX_ENCODED, FrameRejected, unframe
+from firmware_bridge.framing import MAX_ENCODED, FrameRejected, frame_body
 from firmware_bridge.protocol import (FORMAT_INT16, SAMPLE_WIDTH, SAMPLES, SAMPLES_HEAD, VERSION, Heartbeat, Hello,
                                      Message, parse, samples_header)
 from firmware_bridge.scaling import Converter, physical_converter
@@ -55,6 +55,7 @@ class _Stream:
 
     hello: Hello
     epoch: int
+    rate_hz: float  # hello.rate_hz, a property computed afresh at every call: read once per frame
     seq_raw: int | None = None  # last accepted u16 sequence number
     seq: int = 0  # unwrapped
     t_raw: int = 0  # last accepted u32 timestamp
@@ -75,31 +76,40 @@ class SampleBatch:
     ROWS = 1024  # samples per buffer; a fuller pass starts another
 
     def __init__(self) -> None:
-        # converter -> (rows [ROWS, 6], rows used, the payloads that go into them)
-        self._groups: dict[Converter, tuple[np.ndarray, int, list[bytes]]] = {}
+        self._groups: dict[Converter, _Rows] = {}
 
-    def rows(self, convert: Converter, body: bytes, count: int) -> np.ndarray:
+    def rows(self, convert: Converter, body: bytes | bytearray, count: int) -> np.ndarray:
         """The rows [count, 6] that :meth:`finish` fills from the SAMPLES ``body``'s payload."""
         group = self._groups.get(convert)
-        if group is None or group[1] + count > len(group[0]):
+        if group is None or group.used + count > group.size:
             if group is not None:
-                self._fill(convert, *group)
-            group = (np.empty((max(self.ROWS, count), 6), dtype=np.float32), 0, [])
-        out, used, payloads = group
-        payloads.append(body[_PAYLOAD_AT:])
-        self._groups[convert] = (out, used + count, payloads)
-        return out[used:used + count]
+                group.fill(convert)
+            group = self._groups[convert] = _Rows(max(self.ROWS, count))
+        used = group.used
+        group.used = used + count
+        group.payloads.append(body[_PAYLOAD_AT:])
+        return group.out[used:used + count]
 
     def finish(self) -> None:
         """Write every row handed out; the batch is empty and reusable afterwards."""
         for convert, group in self._groups.items():
-            self._fill(convert, *group)
+            group.fill(convert)
         self._groups.clear()
 
-    @staticmethod
-    def _fill(convert: Converter, out: np.ndarray, used: int, payloads: list[bytes]) -> None:
-        if used:
-            convert(b"".join(payloads), used, 0, out[:used])
+
+class _Rows:
+    """One buffer of a :class:`SampleBatch`: rows handed out so far and the payloads that go into them."""
+
+    __slots__ = ("out", "size", "used", "payloads")
+
+    def __init__(self, size: int) -> None:
+        self.out = np.empty((size, 6), dtype=np.float32)
+        self.size, self.used = size, 0
+        self.payloads: list[bytes | bytearray] = []
+
+    def fill(self, convert: Converter) -> None:
+        if self.used:
+            convert(b"".join(self.payloads), self.used, 0, self.out[:self.used])
 
 
 class FrameDecoder:
@@ -147,7 +157,7 @@ class FrameDecoder:
         n = len(data)
         if not self._buf and not self._skipping and 1 < n <= self.max_frame + 1 and data.find(0) == n - 1:
             # One whole frame, as a packet transport or a reader thread at low rates hands it over.
-            block = self._frame(data[:-1], batch)
+            block = self._frame(data, n - 1, batch)
             return [] if block is None else [block]
         out: list[SampleBlock] = []
         start = 0
@@ -160,7 +170,7 @@ class FrameDecoder:
             if self._skipping:
                 self._skipping = False
             elif self._buf:
-                block = self._frame(bytes(self._buf), batch)
+                block = self._frame(bytes(self._buf), len(self._buf), batch)
                 if block is not None:
                     out.append(block)
             self._buf.clear()
@@ -181,6 +191,11 @@ class FrameDecoder:
             self._buf.clear()
             self._skipping = False
         data = bytes(payload)
+        n = len(data)
+        end = data.find(0)
+        if 0 < n <= self.max_frame and end < 0:  # one frame without its delimiter, as MQTT usually carries it
+            block = self._frame(data, n, batch)
+            return [] if block is None else [block]
         return self.feed(data if data.endswith(b"\x00") else data + b"\x00", batch)
 
     def summary(self) -> str:
@@ -205,16 +220,18 @@ class FrameDecoder:
         self._buf.clear()
         self._skipping = True
 
-    def _frame(self, encoded: bytes, batch: SampleBatch | None) -> SampleBlock | None:
+    def _frame(self, data: bytes, end: int, batch: SampleBatch | None) -> SampleBlock | None:
+        """The block of the frame whose COBS bytes are ``data[:end]`` (no 0x00 among them), if
+        it is a SAMPLES frame the decoder can use; every other frame is counted or remembered."""
         try:
-            body = unframe(encoded)
+            body = frame_body(data, end)
             # SAMPLES, nearly every frame, is read in one unpack without a message object.
             head = samples_header(body) if body[:2] == _SAMPLES_V1 else None
-            message = self._message(body) if head is None else None
+            message = self._message(bytes(body)) if head is None else None
         except FrameRejected as exc:
             self.counters[exc.reason] += 1
             if exc.reason == "frames_corrupt":
-                self.counters["bytes_skipped"] += len(encoded)
+                self.counters["bytes_skipped"] += end
             elif exc.reason in ("unknown_version", "unknown_type"):
                 self._warn_once(f"{exc.reason}:{exc}", "frame ignored: %s; upgrade imu-anon on the gateway "
                                 "if the device runs newer firmware", exc)
@@ -269,7 +286,7 @@ class FrameDecoder:
             self._streams.move_to_end(dev)
 
     def _open(self, dev: str, hello: Hello, epoch: int) -> None:
-        self._streams[dev] = _Stream(hello=hello, epoch=epoch)
+        self._streams[dev] = _Stream(hello=hello, epoch=epoch, rate_hz=hello.rate_hz)
         self._streams.move_to_end(dev)
         while len(self._streams) > self.max_devices:
             gone, _ = self._streams.popitem(last=False)
@@ -282,7 +299,7 @@ class FrameDecoder:
         if st is not None and st.hello.boot_id == msg.boot_id:
             st.heartbeat = msg
 
-    def _samples(self, body: bytes, batch: SampleBatch | None, device_id: int, boot_id: int, seq: int, t_us: int,
+    def _samples(self, body: bytearray, batch: SampleBatch | None, device_id: int, boot_id: int, seq: int, t_us: int,
                  fmt: int, count: int) -> SampleBlock | None:
         dev = self._names.get(device_id)
         if dev is None:
@@ -324,7 +341,7 @@ class FrameDecoder:
             return None
         self._streams.move_to_end(dev)
         self.counters["samples_ok"] += count
-        return SampleBlock(dev, st.seq, st.epoch, st.t_us / 1e6, hello.rate_hz, samples)
+        return SampleBlock._trusted(dev, st.seq, st.epoch, st.t_us / 1e6, st.rate_hz, samples)
 
     def _advance(self, st: _Stream, seq: int, t_us: int, dev: str) -> bool:
         """Place the frame in the device's sequence; False drops it (duplicate or late)."""

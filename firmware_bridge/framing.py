@@ -67,30 +67,32 @@ def cobs_encode(data: bytes | bytearray | memoryview) -> bytes:
 def cobs_decode(data: bytes | bytearray | memoryview) -> bytes:
     """Undo :func:`cobs_encode`; raises :class:`FrameRejected` on a malformed encoding."""
     data = bytes(data)
-    out = _cobs_decode_short(data)
-    return bytes(out) if out is not None else _cobs_decode_blocks(data)
-
-
-def _cobs_decode_short(data: bytes) -> bytearray | None:
-    """The decoding of a zero-free frame without a full (0xFF) block, None for anything else.
-
-    Every frame the gateway sees is short (no 0xFF code) and zero-free, having been cut at
-    the delimiters: the decoded bytes are ``data[1:]`` with each later code byte zeroed.
-    One step per block instead of a slice, a scan and two appends."""
-    if 0 in data:
-        return None
-    out = bytearray(data)
-    i, n = 0, len(data)
-    while i < n:
-        code = data[i]
-        if code == 0xFF:
-            return None
-        out[i] = 0
-        i += code
-    if i != n:
-        return None
+    out = _cobs_decode_short(data, len(data))
+    if out is None:
+        return _cobs_decode_blocks(data)
+    del out[len(data):]
     del out[0]
-    return out
+    return bytes(out)
+
+
+def _cobs_decode_short(data: bytes, end: int) -> bytearray | None:
+    """``data`` with the code bytes of the COBS encoding ``data[:end]`` zeroed (the decoding is
+    then ``[1:end]`` of it, the leading code and anything after ``end`` to be dropped by the
+    caller), or None when the encoding is not a short one or is malformed.
+
+    Every frame the gateway sees has been cut at its delimiters, so holds no 0x00, and is
+    short: such a frame decodes to ``data[1:end]`` with each later code byte zeroed, provided
+    no block but the last is a full (0xFF) one, which takes more than 255 bytes. One step per
+    block instead of a slice, a scan and two appends; the copy takes ``data`` whole (a trailing
+    delimiter too), as that is cheaper than slicing it first."""
+    if not 0 < end <= 255 or data.find(0, 0, end) >= 0:
+        return None  # a full block followed by another, or malformed: the general decoder knows those
+    out = bytearray(data)
+    i = data[0]
+    while i < end:
+        out[i] = 0
+        i += data[i]
+    return out if i == end else None
 
 
 def _cobs_decode_blocks(data: bytes) -> bytes:
@@ -127,12 +129,22 @@ def frame(body: bytes | bytearray) -> bytes:
 def unframe(encoded: bytes | bytearray | memoryview) -> bytes:
     """The body of one delimited frame (without its 0x00), CRC checked and removed."""
     data = bytes(encoded)
-    raw = _cobs_decode_short(data)
+    return bytes(frame_body(data, len(data)))
+
+
+def frame_body(data: bytes, end: int) -> bytearray:
+    """:func:`unframe` of ``data[:end]`` as a bytearray the caller owns: the gateway's per-frame
+    path, which neither slices the frame off its delimiter nor copies the body out again."""
+    raw = _cobs_decode_short(data, end)
     if raw is None:
-        raw = _cobs_decode_blocks(data)
+        raw = bytearray(_cobs_decode_blocks(data[:end]))
+    else:
+        del raw[end:]  # a bytearray drops its tail, and its head, without copying the rest
+        del raw[0]
     if len(raw) < 3:
         raise FrameRejected("frames_corrupt", f"frame of {len(raw)} bytes is shorter than a CRC and a body")
-    body, crc = bytes(raw[:-2]), raw[-2] | raw[-1] << 8
-    if binascii.crc_hqx(body, CRC_INIT) != crc:
-        raise FrameRejected("frames_corrupt", f"CRC {crc:#06x} does not match {crc16(body):#06x}")
-    return body
+    crc = raw[-2] | raw[-1] << 8
+    del raw[-2:]
+    if binascii.crc_hqx(raw, CRC_INIT) != crc:
+        raise FrameRejected("frames_corrupt", f"CRC {crc:#06x} does not match {crc16(raw):#06x}")
+    return raw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -10,6 +11,7 @@ import pytest
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import Metrics
+from edge_runtime.signals import RawWindow
 from edge_runtime.streams import StreamSettings, StreamTable, in_shard
 from edge_runtime.windowing import sliding_windows
 from firmware_bridge.blocks import SampleBlock
@@ -271,3 +273,43 @@ def test_a_device_that_changes_to_a_wrong_rate_is_refused_at_its_first_such_bloc
     assert streams.push(SampleBlock(device_id="A", seq=0, epoch=0, t0=0.0, rate_hz=RATE, samples=samples[:200]))
     assert streams.push(SampleBlock(device_id="A", seq=1, epoch=0, t0=4.0, rate_hz=100.0, samples=samples[200:])) == []
     assert metrics.get("samples_refused_rate") == 100 and metrics.get("gaps_rate") == 1
+
+
+def test_a_gap_of_any_kind_is_found_between_two_usual_blocks() -> None:
+    clock = Clock()
+    samples = ramp(400)
+    usual = blocks_of(samples[:200], "A", [10] * 20)  # consecutive, on time: the quick path
+    late = SampleBlock(device_id="A", seq=20, epoch=0, t0=4.0, rate_hz=RATE, samples=samples[200:210])
+    for what, block, tick in (("silence", late, 5.0), ("time", dataclasses.replace(late, t0=9.0), 0.0),
+                              ("reboot", dataclasses.replace(late, epoch=1), 0.0)):
+        streams, metrics = table(clock, silence_s=2.0)
+        for b in usual:
+            streams.push(b)
+        clock.now += tick
+        streams.push(block)
+        assert metrics.get("gaps") == 1 and metrics.get(f"gaps_{what}") == 1, what
+    streams, metrics = table(clock)
+    nan_times = [dataclasses.replace(b, t0=math.nan) for b in usual]
+    windows = [w for b in nan_times for w in streams.push(b, at=clock.now)]
+    assert metrics.get("gaps") == 0 and [w.index for w in windows] == [0, 1]
+
+
+def test_windows_cut_in_one_go_carry_what_the_constructor_would_give_them() -> None:
+    streams, _ = table()
+    samples = ramp(300)
+    (block,) = blocks_of(samples, "A", [300], t_first=7.0)
+    windows = streams.push(block, at=42.0)
+    assert len(windows) == 3
+    for i, w in enumerate(windows):
+        reference = RawWindow(device_id="A", stream="s-A", segment=0, index=i, t0=7.0 + i * HOP / RATE, rate_hz=RATE,
+                              samples=w.samples, ready_at=42.0)
+        assert all(getattr(w, f.name) == getattr(reference, f.name) for f in dataclasses.fields(RawWindow)
+                   if f.name != "samples")
+        np.testing.assert_array_equal(w.samples, samples[i * HOP:i * HOP + W].T)
+        assert repr(w) == repr(reference)
+    with pytest.raises(ValueError, match=r"\[6, W\]"):
+        RawWindow._run([np.zeros((6, 8)), np.zeros((6, 4))], [0.0, 1.0], device_id="A", stream="s", segment=0,
+                       index=0, rate_hz=RATE, ready_at=0.0)
+    with pytest.raises(ValueError, match=r"\[6, W\]"):
+        RawWindow(device_id="A", stream="s", segment=0, index=0, t0=0.0, rate_hz=RATE, samples=np.zeros((5, 8)),
+                  ready_at=0.0)
