@@ -39,6 +39,12 @@ def test_a_model_that_gains_from_batches_keeps_whole_batches() -> None:
     assert tuner.chosen == 0 and tuner.chunk_for(32) == 32 and tuner.chunk_for(7) == 7
 
 
+def test_a_chunk_only_a_little_faster_than_whole_batches_is_noise() -> None:
+    tuner = ChunkTuner()
+    _calibrate(tuner, 32, {4: 1010.0, 8: 990.0, 16: 1000.0, 0: 1020.0})  # 3 % apart: whole batches stay
+    assert tuner.chosen == 0
+
+
 def test_small_batches_teach_nothing_and_a_fixed_chunk_skips_the_tuning() -> None:
     tuner = ChunkTuner()
     for _ in range(100):
