@@ -78,6 +78,13 @@ class Broker:
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on {self.ready_port} within {timeout}s")
 
+    def __enter__(self) -> "Broker":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -92,12 +99,8 @@ class Broker:
 @pytest.fixture
 def broker(tmp_path: Path):
     """A fresh broker per test (tests that kill it must not disturb others)."""
-    b = Broker(tmp_path)
-    b.start()
-    try:
+    with Broker(tmp_path) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture

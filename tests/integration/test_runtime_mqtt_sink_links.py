@@ -31,12 +31,8 @@ class TlsBroker(Broker):
 
 @pytest.fixture
 def tls_broker(tmp_path: Path):
-    broker = TlsBroker(tmp_path)
-    broker.start()
-    try:
+    with TlsBroker(tmp_path) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.mark.parametrize("client", CLIENTS)
