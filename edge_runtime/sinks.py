@@ -204,10 +204,25 @@ class SerialSink(Sink):
 
 
 class NullSink(Sink):
+    """Discards what it is given: ``null:`` as is, ``null:?format=json|binary`` after encoding it
+    as the MQTT sink would (the bench's stand-in for a free network: every cost but sending)."""
+
     name = "null"
 
+    def __init__(self, fmt: str | None = None) -> None:
+        if fmt is not None and fmt not in payload.FORMATS:
+            raise ConfigError(f"null: format must be one of {', '.join(payload.FORMATS)}, got {fmt!r}")
+        self.fmt = fmt
+        self.bytes_discarded = 0
+
     def write(self, window: AnonymisedWindow) -> None:
-        self.check(window)
+        self.write_many([window])
+
+    def write_many(self, windows: Sequence[AnonymisedWindow]) -> None:
+        for window in windows:
+            self.check(window)
+        if self.fmt is not None:
+            self.bytes_discarded += sum(map(len, payload.encode_many(windows, self.fmt)))
 
 
 def _file_sink(target: str, params: dict[str, str]) -> Sink:
@@ -251,8 +266,11 @@ def open_sink(url: str, *, publish: PublishSettings, mqtt: MqttSettings, metrics
         if params or target:
             raise ConfigError(f"{url!r}: stdout takes only ?format=jsonl|csv")
         return StreamSink("stdout", fmt, lambda: sys.stdout, close=False)
-    if scheme == "null" and sep and not rest:
-        return NullSink()
+    if scheme == "null" and sep and not target:
+        fmt = params.pop("format", None)
+        if params:
+            raise ConfigError(f"{url!r}: null takes only ?format=json|binary (encode, then discard)")
+        return NullSink(fmt)
     if scheme == "serial" and sep:
         port = target[2:] if target.startswith("//") else target
         unknown = set(params) - {"baud", "format"}

@@ -144,7 +144,7 @@ def _capacity(args, result: dict, settings, card, other_cpus: list[int]) -> dict
     ceiling = max((main.get("throughput_wps") or {"1": 1000.0}).values())
     topic = "imu-anon-bench/{stream}"
     if args.sink == "null":
-        broker, sink_url = nullcontext(), "file:/dev/null"
+        broker, sink_url = nullcontext(), f"null:?format={cap_settings.payload_format}"
     elif args.broker:
         broker, sink_url = nullcontext(), f"{args.broker.rstrip('/')}/{topic}"
     else:

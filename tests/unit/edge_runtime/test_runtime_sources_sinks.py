@@ -102,7 +102,7 @@ def test_a_shared_subscription_source_is_refused_because_it_splits_wearers() -> 
         open_source("mqtt://127.0.0.1:1883/$share/g/imu/+/raw", CTX)
 
 
-@pytest.mark.parametrize("url", ["stdout:", "null:", "file:{tmp}/out.jsonl"])
+@pytest.mark.parametrize("url", ["stdout:", "null:", "null:?format=binary", "file:{tmp}/out.jsonl"])
 def test_every_sink_refuses_raw_windows_and_arrays(url: str, tmp_path: Path) -> None:
     raw = RawWindow(device_id="d", stream="s-1", segment=0, index=0, t0=0.0, rate_hz=50.0,
                     samples=np.ones((6, 128), np.float32), ready_at=0.0)
@@ -110,6 +110,22 @@ def test_every_sink_refuses_raw_windows_and_arrays(url: str, tmp_path: Path) -> 
         for bad in (raw, raw.samples, {"values": [[1.0]]}):
             with pytest.raises(SinkError, match="only AnonymisedWindow"):
                 out.write(bad)
+
+
+@pytest.mark.parametrize("fmt", ["json", "binary"])
+def test_the_null_sink_encodes_in_the_format_it_is_given_before_discarding(fmt: str) -> None:
+    from edge_runtime import payload
+
+    windows = [window(i) for i in range(3)]
+    with sink(f"null:?format={fmt}") as out:
+        out.write_many(windows)
+        assert out.bytes_discarded == sum(len(payload.encode(w, fmt)) for w in windows)
+    with sink("null:") as out:
+        out.write_many(windows)
+        assert out.bytes_discarded == 0  # plain null: discards without encoding
+    for bad in ("null:?format=xml", "null:?speed=2"):
+        with pytest.raises(ConfigError, match="null"):
+            sink(bad)
 
 
 def test_the_file_sink_writes_one_json_object_per_window(tmp_path: Path) -> None:
