@@ -105,7 +105,7 @@ class Inbox:
         return False
 
     def get(self, timeout: float) -> Item | None:
-        """The oldest item, waiting up to ``timeout`` seconds for one; None if none came."""
+        """The oldest item, waiting up to ``timeout`` seconds for one (0: not at all); None if none came."""
         with self._lock:
             if not self._items:
                 if not timeout > 0:
@@ -120,15 +120,6 @@ class Inbox:
                         self._arrived.wait(remaining)
                 finally:
                     self._getters -= 1
-            item = self._items.popleft()
-            if self._putters:
-                self._room.notify()
-            return item
-
-    def get_nowait(self) -> Item | None:
-        with self._lock:
-            if not self._items:
-                return None
             item = self._items.popleft()
             if self._putters:
                 self._room.notify()

@@ -164,9 +164,9 @@ def test_a_full_inbox_drops_what_live_sources_offer_and_counts_it() -> None:
     inbox = Inbox(3, metrics)
     assert inbox.offer("a") and inbox.offer_many(["b", "c", "d", "e"]) == 2 and not inbox.offer("f")
     assert metrics.get("inbox_dropped") == 3 and inbox.qsize() == 3
-    assert [inbox.get_nowait(), inbox.get(0.0)] == ["a", "b"]
+    assert [inbox.get(0.0), inbox.get(0.0)] == ["a", "b"]
     assert inbox.drain(10) == ["c"] and inbox.empty()
-    assert inbox.get_nowait() is None and inbox.get(0.0) is None and inbox.drain(10) == []
+    assert inbox.get(0.0) is None and inbox.drain(10) == []
 
 
 def test_drain_takes_the_oldest_items_up_to_its_bound_in_one_call() -> None:
@@ -182,13 +182,13 @@ def test_a_waiting_pipeline_is_woken_by_an_offer_and_times_out_without_one() -> 
     threading.Timer(0.05, inbox.offer_many, args=(["x", "y"],)).start()
     started = time.monotonic()
     assert inbox.get(5.0) == "x" and time.monotonic() - started < 2.0
-    assert inbox.get_nowait() == "y"
+    assert inbox.get(0.0) == "y"
 
 
 def test_a_recording_waits_for_room_and_gives_up_once_stopped() -> None:
     inbox, stop = Inbox(1, Metrics()), threading.Event()
     assert inbox.put("a", stop)
-    threading.Timer(0.05, inbox.get_nowait).start()
+    threading.Timer(0.05, inbox.get, args=(0.0,)).start()
     started = time.monotonic()
     assert inbox.put("b", stop) and time.monotonic() - started < 2.0  # woken when the pipeline took "a"
     threading.Timer(0.05, stop.set).start()
