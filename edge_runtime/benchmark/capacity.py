@@ -109,13 +109,6 @@ class _Wrapper:
 
 
 class TimedDecoders(_Wrapper):
-    def decode(self, item: Any) -> list:
-        t = time.thread_time()
-        out = self._inner.decode(item)
-        self._clock.add("decode", time.thread_time() - t)
-        return out
-
-
     def decode_many(self, items: Any) -> list:
         t = time.thread_time()
         out = self._inner.decode_many(items)
@@ -149,15 +142,6 @@ class TimedAnonymiser(_Wrapper):
 
 
 class TimedSink(_Wrapper):
-    def write(self, window: Any) -> None:
-        self._clock.mark_steady()
-        t = time.thread_time()
-        self._inner.write(window)
-        self._clock.add("sink", time.thread_time() - t)
-        self._clock.calls["sink"] += 1
-        if len(self._clock.sample) < ENCODE_SAMPLE:
-            self._clock.sample.append(window)
-
     def write_many(self, windows: Any) -> None:
         self._clock.mark_steady()
         t = time.thread_time()
