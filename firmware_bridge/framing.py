@@ -67,12 +67,17 @@ def cobs_encode(data: bytes | bytearray | memoryview) -> bytes:
 def cobs_decode(data: bytes | bytearray | memoryview) -> bytes:
     """Undo :func:`cobs_encode`; raises :class:`FrameRejected` on a malformed encoding."""
     data = bytes(data)
-    out = _cobs_decode_short(data, len(data))
+    return bytes(_cobs_decode(data, len(data)))
+
+
+def _cobs_decode(data: bytes, end: int) -> bytearray:
+    """The decoding of ``data[:end]``, by the short path where it applies."""
+    out = _cobs_decode_short(data, end)
     if out is None:
-        return _cobs_decode_blocks(data)
-    del out[len(data):]
+        return bytearray(_cobs_decode_blocks(data[:end]))
+    del out[end:]  # a bytearray drops its tail, and its head, without copying the rest
     del out[0]
-    return bytes(out)
+    return out
 
 
 def _cobs_decode_short(data: bytes, end: int) -> bytearray | None:
@@ -135,12 +140,7 @@ def unframe(encoded: bytes | bytearray | memoryview) -> bytes:
 def frame_body(data: bytes, end: int) -> bytearray:
     """:func:`unframe` of ``data[:end]`` as a bytearray the caller owns: the gateway's per-frame
     path, which neither slices the frame off its delimiter nor copies the body out again."""
-    raw = _cobs_decode_short(data, end)
-    if raw is None:
-        raw = bytearray(_cobs_decode_blocks(data[:end]))
-    else:
-        del raw[end:]  # a bytearray drops its tail, and its head, without copying the rest
-        del raw[0]
+    raw = _cobs_decode(data, end)
     if len(raw) < 3:
         raise FrameRejected("frames_corrupt", f"frame of {len(raw)} bytes is shorter than a CRC and a body")
     crc = raw[-2] | raw[-1] << 8
