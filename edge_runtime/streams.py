@@ -121,6 +121,14 @@ class DeviceStream:
 
     def _check_continuity(self, block: SampleBlock, now: float) -> bool:
         """False when the block must be dropped (a duplicate or out-of-order frame)."""
+        seq = block.seq
+        # The usual block first: the same epoch, the next sequence number, on time (a NaN t0 or
+        # _next_t compares as on time, as the checks below skip them), the device not silent.
+        # Of everything below, it changes only the last sequence number.
+        if (block.epoch == self.epoch and seq is not None and seq - 1 == self.last_seq
+                and now - self.last_seen <= self._silence_s and not abs(block.t0 - self._next_t) > self._gap_s):
+            self.last_seq = seq
+            return True
         if self.epoch is not None and block.epoch != self.epoch:
             self.last_seq = None  # a new epoch restarts the device's sequence numbers
             if self._fill:
@@ -173,18 +181,12 @@ class DeviceStream:
 
     def push(self, block: SampleBlock, stream: str, at: float | None = None) -> list[RawWindow]:
         now = self._clock() if at is None else at
-        seq, t0 = block.seq, block.t0
+        t0 = block.t0
         # The same declared rate as the last accepted block needs no second look (nor a call).
         if block.rate_hz != self._accepted_rate and not self._rate_ok(block, stream):
             self.last_seen = now
             return []
-        # The usual block: the same epoch, the next sequence number, on time (a NaN t0 or
-        # _next_t compares as on time, as _check_continuity skips them), the device not silent.
-        # Of all _check_continuity looks at, it changes only the last sequence number.
-        if (block.epoch == self.epoch and seq is not None and seq - 1 == self.last_seq
-                and now - self.last_seen <= self._silence_s and not abs(t0 - self._next_t) > self._gap_s):
-            self.last_seq = seq
-        elif not self._check_continuity(block, now):
+        if not self._check_continuity(block, now):
             self.last_seen = now
             return []
         self.last_seen = now
