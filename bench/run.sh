@@ -6,6 +6,7 @@
 #   bash bench/run.sh            # full run: about 3-4 minutes per model, on one core
 #   QUICK=1 bash bench/run.sh    # about a minute per model, coarser figures
 #   MODELS="models/a.onnx" bash bench/run.sh
+#   MQTT_IN=0 bash bench/run.sh  # skip the second capacity run, fed through the broker (~3 min a model)
 #
 # Run it on a quiet machine: the figures are ratios to the core's own peak, but a core shared
 # with other work still gives noisy latency percentiles and a low capacity.
@@ -37,5 +38,13 @@ for model in $models; do
     out="bench/results/${name}-${host}.json"
     echo "bench: $model -> $out" >&2
     "$PY" -m imu_anon bench --model "$model" --json "$out" "${args[@]}" ${BENCH_ARGS:-}
+    if [ "${MQTT_IN:-1}" != 0 ]; then
+        # The same capacity search with the wearables publishing to the broker and the gateway
+        # reading them with its own MQTT source, as a fleet on WiFi reaches it.
+        out="bench/results/${name}-mqtt-in-${host}.json"
+        echo "bench: $model (fleet over MQTT) -> $out" >&2
+        "$PY" -m imu_anon bench --model "$model" --json "$out" --source mqtt --skip int8,torch,footprint \
+            "${args[@]}" ${BENCH_ARGS:-}
+    fi
 done
 "$PY" bench/summarise.py --update-readme bench/results/*.json

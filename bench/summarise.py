@@ -49,7 +49,7 @@ def measured_table(results: list[tuple[str, dict]]) -> list[str]:
         m, fp32, cap = r["model"], r.get("fp32") or {}, r.get("capacity") or {}
         lat = fp32.get("latency_ms") or {}
         capacity = (f"{cap['wearables_per_core']} ({_f(cap.get('p99_latency_ms'))}, {cap.get('drops')})"
-                    if cap else "-")
+                    f"{', read over MQTT' if cap.get('source') == 'mqtt' else ''}" if cap else "-")
         rows.append(
             f"| {name}{' (quick)' if r.get('quick') else ''} | {m['arch']} | {m['flops_per_window'] / 1e6:.1f} "
             f"| {_f(r['peak_gflops'])} | {_f(lat.get('p50'), 2)} / {_f(lat.get('p99'), 2)} | {_wps(fp32)} "

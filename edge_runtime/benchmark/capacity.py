@@ -19,12 +19,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 from edge_runtime import config as gateway_config
 from edge_runtime import payload
 from edge_runtime.anonymiser import InferenceSettings
-from edge_runtime.benchmark.fleet import FEEDER_PREFIX, Fleet, FleetSource, expected_windows
+from edge_runtime.benchmark import mqtt_fleet
+from edge_runtime.benchmark.fleet import FEEDER_PREFIX, Fleet, FleetSource, Schedule, expected_windows, schedule
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.gateway import open_gateway
 from edge_runtime.pipeline import Pipeline
@@ -33,7 +35,9 @@ log = logging.getLogger(__name__)
 
 SAMPLES_PER_FRAME = 10  # the simulator's int16 frames: 0.2 s at 50 Hz
 ENCODE_SAMPLE = 256  # windows re-encoded after a step to price the encode stage
-NETWORK_THREADS = ("paho", "mqtt-")  # the MQTT clients' network threads: their CPU is the publish stage
+NETWORK_THREADS = ("paho", "mqtt-")  # the MQTT clients' network threads: their CPU is the publish stage...
+READER_MARK = "mqtt-in"  # ... except the MQTT source's reader (lean or paho): its CPU is the source stage
+SOURCES = ("feeder", "mqtt")
 # Counters that mean a sample, frame or window was lost on the way (any of them fails a step).
 LOSS_COUNTERS = (
     "inbox_dropped", "publish_dropped", "publish_unflushed", "sink_errors", "windows_nonfinite",
@@ -55,6 +59,7 @@ class CapacitySettings:
     min_wearables: int = 1
     tolerance: float = 0.05  # stop bisecting when the bracket is this narrow (relative)
     payload_format: str = "json"
+    source: str = "feeder"  # frames handed to the inbox in-process, or published to the broker and subscribed to
 
     def __post_init__(self) -> None:
         if not self.budget_ms > 0:
@@ -65,6 +70,8 @@ class CapacitySettings:
             raise CapacityError(f"need 1 <= min_wearables <= max_wearables, got {self.min_wearables}..{self.max_wearables}")
         if self.payload_format not in payload.FORMATS:
             raise CapacityError(f"payload format must be one of {payload.FORMATS}, got {self.payload_format!r}")
+        if self.source not in SOURCES:
+            raise CapacityError(f"the fleet's source must be one of {SOURCES}, got {self.source!r}")
 
     @classmethod
     def quick(cls, **over: Any) -> "CapacitySettings":
@@ -93,7 +100,9 @@ class StageClock:
 
     def snapshot(self) -> dict:
         return {"seconds": dict(self.seconds), "calls": dict(self.calls), "cpu": time.process_time(),
-                "paho": _thread_cpu(NETWORK_THREADS), "feeder": _thread_cpu((FEEDER_PREFIX,)), "wall": time.monotonic()}
+                "paho": _thread_cpu(lambda name: name.startswith(NETWORK_THREADS) and READER_MARK not in name),
+                "feeder": _thread_cpu(lambda name: name.startswith(FEEDER_PREFIX) or READER_MARK in name),
+                "wall": time.monotonic()}
 
     def mark_steady(self) -> None:
         if self.steady is None:
@@ -109,7 +118,17 @@ class _Wrapper:
 
 
 class TimedDecoders(_Wrapper):
+    def __init__(self, inner: Any, clock: StageClock, due: dict[tuple[str, bytes], float] | None = None) -> None:
+        super().__init__(inner, clock)
+        self._due, self.t0 = due, 0.0
+
     def decode_many(self, items: Any) -> list:
+        if self._due is not None:  # frames read from the broker: latency counts from when each was due
+            due, t0 = self._due, self.t0
+            for item in items:
+                offset = due.get((item.device, item.data))
+                if offset is not None:
+                    item.at = t0 + offset
         t = time.thread_time()
         out = self._inner.decode_many(items)
         self._clock.add("decode", time.thread_time() - t)
@@ -162,11 +181,11 @@ class TimedSink(_Wrapper):
         self._inner.flush(timeout)
 
 
-def _thread_cpu(prefixes: tuple[str, ...]) -> float:
-    """CPU seconds so far of this process's live threads whose name starts with ``prefixes``."""
+def _thread_cpu(chosen: Callable[[str], bool]) -> float:
+    """CPU seconds so far of this process's live threads whose name is ``chosen``."""
     total = 0.0
     for thread in threading.enumerate():
-        if thread.name.startswith(prefixes) and thread.ident is not None:
+        if chosen(thread.name) and thread.ident is not None:
             try:
                 total += time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
             except (OSError, AttributeError):
@@ -198,14 +217,22 @@ def _quiet() -> Iterator[None]:
 
 
 def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings: CapacitySettings,
-             inference: InferenceSettings, secret_file: str) -> dict:
-    """``n`` wearables through the full pipeline for ``settings.step_s``; the step's figures."""
+             inference: InferenceSettings, secret_file: str, broker_url: str | None = None,
+             publisher_cpus: tuple[int, ...] = ()) -> dict:
+    """``n`` wearables through the full pipeline for ``settings.step_s``; the step's figures.
+
+    ``settings.source == "mqtt"``: the fleet publishes to ``broker_url`` from a process on
+    ``publisher_cpus`` and the gateway subscribes with its own MQTT source."""
     fmt = settings.payload_format
+    over_mqtt = settings.source == "mqtt"
+    if over_mqtt and not broker_url:
+        raise CapacityError("a fleet over MQTT needs a broker")
+    source_url = f"{broker_url.rstrip('/')}/{mqtt_fleet.PATTERN}?format=frames&qos=1" if over_mqtt else "loop:bench"
     overrides = {
         "model": {"path": str(model)},
         "inference": {"intra_op_threads": inference.intra_op_threads, "inter_op_threads": inference.inter_op_threads,
                       "spinning": inference.spinning, "graph_optimisation": inference.graph_optimisation},
-        "pipeline": {"sources": ("loop:bench",), "sinks": (sink_url,)},
+        "pipeline": {"sources": (source_url,), "sinks": (sink_url,)},
         "streams": {"max_devices": max(64, n)},
         "publish": {"format": fmt, "gateway": "imu-anon-bench", "topic": "imu-anon-bench/{stream}"},
         "privacy": {"secret_file": secret_file},
@@ -214,27 +241,42 @@ def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings
     cfg = gateway_config.build({}, overrides)
     wearables = fleet.wearables(n)
     clock = StageClock()
+    # A fleet far beyond the core's capacity would take minutes to drain; once the pipeline
+    # is this far behind the schedule the step has failed anyway, so it is cut short.
+    overrun_s = max(5.0, 20 * settings.budget_ms / 1000.0)
     with _quiet(), open_gateway(cfg) as gw:
         card = gw.anonymiser.card
-        source = FleetSource(wearables, SAMPLES_PER_FRAME / card.sample_rate_hz)
+        frame_period_s = SAMPLES_PER_FRAME / card.sample_rate_hz
+        if over_mqtt:
+            plan = schedule(wearables, frame_period_s)
+            due = {(f"{wearables[w].device_id:016x}", frame): d for w, frame, d in zip(plan.owner, plan.frames, plan.due)}
+            decoders = TimedDecoders(gw.decoders, clock, due=due)
+        else:
+            source = FleetSource(wearables, frame_period_s)
+            decoders = TimedDecoders(gw.decoders, clock)
         pipeline = Pipeline(
-            anonymiser=TimedAnonymiser(gw.anonymiser, clock), sources=[source],
+            anonymiser=TimedAnonymiser(gw.anonymiser, clock), sources=gw.sources if over_mqtt else [source],
             sinks=[TimedSink(s, clock) for s in gw.sinks], streams=TimedStreams(gw.streams, clock),
-            decoders=TimedDecoders(gw.decoders, clock), stitcher=gw.stitcher, metrics=gw.metrics,
-            settings=gw.settings,
+            decoders=decoders, stitcher=gw.stitcher, metrics=gw.metrics, settings=gw.settings,
         )
-        # A fleet far beyond the core's capacity would take minutes to drain; once the pipeline
-        # is this far behind the schedule the step has failed anyway, so it is cut short.
-        overrun_s = max(5.0, 20 * settings.budget_ms / 1000.0)
-        watchdog = threading.Timer(source.schedule_s + 0.5 + overrun_s, pipeline.stop)
-        watchdog.daemon = True
         start = clock.snapshot()
-        with source:
-            watchdog.start()
+        if over_mqtt:
+            schedule_s = plan.due[-1] if plan.due else 0.0
+            publisher = _publish_fleet(plan, wearables, broker_url, publisher_cpus, decoders, pipeline,
+                                       schedule_s + overrun_s)
             summary = pipeline.run()
-            watchdog.cancel()
-        end = clock.snapshot()
-        end["feeder"] = source.cpu_s  # the feeding thread has ended: its own final reading
+            publisher.join()
+            end = clock.snapshot()
+        else:
+            schedule_s = source.schedule_s
+            watchdog = threading.Timer(schedule_s + 0.5 + overrun_s, pipeline.stop)
+            watchdog.daemon = True
+            with source:
+                watchdog.start()
+                summary = pipeline.run()
+                watchdog.cancel()
+            end = clock.snapshot()
+            end["feeder"] = source.cpu_s  # the feeding thread has ended: its own final reading
     wall = end["wall"] - start["wall"]
     base = clock.steady or start
     cpu, steady_wall = end["cpu"] - base["cpu"], end["wall"] - base["wall"]
@@ -254,8 +296,10 @@ def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings
     stages["other"] = max(0.0, cpu - sum(stages.values()))
     p99 = summary.latency_ms[1]
     why = []
-    if wall > source.schedule_s + 0.5 + overrun_s:
-        why.append(f"still {wall - source.schedule_s:.1f} s behind when the signal ended: stopped")
+    if wall > schedule_s + 0.5 + overrun_s:
+        why.append(f"still {wall - schedule_s:.1f} s behind when the signal ended: stopped")
+    if over_mqtt and "error" in publisher.result:
+        why.append(f"the fleet publisher failed: {publisher.result['error']}")
     if drops or losses:
         why.append(f"lost {drops} window(s)" + (f", counters {losses}" if losses else ""))
     if not (p99 <= settings.budget_ms):
@@ -267,7 +311,9 @@ def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings
         "p50_latency_ms": round(summary.latency_ms[0], 3), "p99_latency_ms": round(p99, 3),
         "inference_calls": clock.calls["infer"], "wall_s": round(wall, 3),
         "mean_batch": round(clock.calls["sink"] / max(clock.calls["infer"], 1), 2),
-        "feeder_max_lateness_ms": round(source.max_lateness_s * 1e3, 2),
+        "feeder_max_lateness_ms": (publisher.result.get("max_lateness_ms", math.nan) if over_mqtt
+                                   else round(source.max_lateness_s * 1e3, 2)),
+        "source": settings.source,
         # From the first window out to the end: the steady state the shares describe.
         "steady_s": round(steady_wall, 3), "cpu_s": round(cpu, 3), "cpu_share": round(cpu / max(steady_wall, 1e-9), 3),
         "stage_s": {k: round(v, 4) for k, v in stages.items()},
@@ -275,6 +321,48 @@ def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings
         # publish = the sink's own work in the pipeline thread + the MQTT client's network thread
         "network_us_per_window": round(1e6 * (end["paho"] - base["paho"]) / max(written, 1), 1),
     }
+
+
+class _FleetPublishing(threading.Thread):
+    """Runs the fleet's publishing process for one step and stops the pipeline after it: the
+    MQTT source is live, so the pipeline would otherwise wait for more."""
+
+    def __init__(self, plan_file: Path, broker_url: str, cpus: tuple[int, ...], decoders: "TimedDecoders",
+                 pipeline: Pipeline, limit_s: float, grace_s: float) -> None:
+        super().__init__(name="bench-publishing", daemon=True)
+        parts = urlsplit(broker_url)
+        self._publisher = mqtt_fleet.FleetPublisher(plan_file, parts.hostname or "127.0.0.1", parts.port or 1883,
+                                                    list(cpus))
+        self._plan_file, self._decoders, self._pipeline = plan_file, decoders, pipeline
+        self._limit_s, self._grace_s = limit_s, grace_s
+        self.result: dict = {}
+
+    def run(self) -> None:
+        try:
+            with self._publisher as publisher:
+                # The reader subscribes when the pipeline starts; the publisher's interpreter
+                # starts meanwhile, so the first frame is due a little later.
+                t0 = time.monotonic() + mqtt_fleet.LEAD_S
+                self._decoders.t0 = t0
+                publisher.start(t0)
+                self.result = publisher.wait(mqtt_fleet.LEAD_S + self._limit_s + 5.0)
+            time.sleep(self._grace_s)  # what the broker still holds reaches the gateway
+        except mqtt_fleet.PublisherError as exc:
+            log.error("capacity: %s", exc)
+            self.result = {"error": str(exc)}
+        finally:
+            self._plan_file.unlink(missing_ok=True)
+            self._pipeline.stop()
+
+
+def _publish_fleet(plan: Schedule, wearables: list, broker_url: str, cpus: tuple[int, ...], decoders: "TimedDecoders",
+                   pipeline: Pipeline, limit_s: float) -> _FleetPublishing:
+    with tempfile.NamedTemporaryFile(prefix="imu-anon-bench-fleet-", suffix=".npz", delete=False) as f:
+        plan_file = Path(f.name)
+    mqtt_fleet.write_plan(plan_file, plan, wearables)
+    thread = _FleetPublishing(plan_file, broker_url, cpus, decoders, pipeline, limit_s, grace_s=1.0)
+    thread.start()
+    return thread
 
 
 def stage_shares(step: dict) -> tuple[dict[str, float], float]:
@@ -299,7 +387,8 @@ def next_fleet_size(lo: int, hi: int | None, n: int, settings: CapacitySettings)
 
 
 def find_capacity(model: str | Path, *, ceiling_wps: float, rate_hz: float, hop: int, sink_url: str, sink: str,
-                  settings: CapacitySettings, inference: InferenceSettings) -> dict:
+                  settings: CapacitySettings, inference: InferenceSettings, broker_url: str | None = None,
+                  publisher_cpus: tuple[int, ...] = ()) -> dict:
     """The largest fleet that passed, with its figures and every step tried.
 
     The first step is 60 % of the inference ceiling (``ceiling_wps`` windows/s over the
@@ -316,7 +405,7 @@ def find_capacity(model: str | Path, *, ceiling_wps: float, rate_hz: float, hop:
         secret = str(Path(tmp) / "pseudonym.key")
         while n is not None:
             step = run_step(model, n, fleet, sink_url=sink_url, settings=settings, inference=inference,
-                            secret_file=secret)
+                            secret_file=secret, broker_url=broker_url, publisher_cpus=publisher_cpus)
             steps.append(step)
             log.info("capacity: %d wearables -> %s", n, "ok" if step["ok"] else step["why"])
             if step["ok"]:
@@ -341,6 +430,7 @@ def find_capacity(model: str | Path, *, ceiling_wps: float, rate_hz: float, hop:
         "first_failing": hi,
         "inference_ceiling_wearables": ceiling,
         "sink": sink,
+        "source": settings.source,
         "payload_format": settings.payload_format,
         "step_s": settings.step_s,
         "windows_per_wearable_s": per_wearable,

@@ -113,6 +113,31 @@ def expected_windows(samples: int, window: int, hop: int) -> int:
     return 0 if samples < window else (samples - window) // hop + 1
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Every frame of a fleet in the order it falls due, as Python lists (indexing numpy
+    scalars one by one costs more than the work being measured)."""
+
+    due: list[float]  # seconds after the start
+    owner: list[int]  # index of the wearable that sends it
+    frames: list[bytes]
+
+
+def schedule(wearables: list[WearableFrames], frame_period_s: float) -> Schedule:
+    """The fleet's frames merged by due time, the wearables' phases spread evenly over one
+    frame period (n wearables do not all send at the same instant)."""
+    n = max(1, len(wearables))
+    if not wearables:
+        return Schedule([], [], [])
+    due = np.concatenate([w.t_dev + i * (frame_period_s / n) for i, w in enumerate(wearables)])
+    owner = np.concatenate([np.full(len(w.frames), i) for i, w in enumerate(wearables)])
+    index = np.concatenate([np.arange(len(w.frames)) for w in wearables])
+    order = np.argsort(due, kind="stable")
+    owners = owner[order].tolist()
+    return Schedule(due=due[order].tolist(), owner=owners,
+                    frames=[wearables[w].frames[k] for w, k in zip(owners, index[order].tolist())])
+
+
 class FleetSource(Source):
     """Plays ``wearables`` into the inbox at real time, spread evenly over one frame period.
 
@@ -126,20 +151,10 @@ class FleetSource(Source):
                  read_tick_s: float = READ_TICK_S) -> None:
         super().__init__()
         self.name = f"{FEEDER_PREFIX}-{len(wearables)}"
-        n = max(1, len(wearables))
-        phase = np.arange(len(wearables)) * (frame_period_s / n)
-        due = [w.t_dev + phase[i] for i, w in enumerate(wearables)]
-        owner = [np.full(len(w.frames), i) for i, w in enumerate(wearables)]
-        index = [np.arange(len(w.frames)) for w in wearables]
-        due_all = np.concatenate(due) if due else np.zeros(0)
-        order = np.argsort(due_all, kind="stable")
-        self._due = due_all[order]
-        owners = np.concatenate(owner)[order] if owner else np.zeros(0, dtype=int)
-        indices = np.concatenate(index)[order] if index else np.zeros(0, dtype=int)
-        # Each frame's origin and bytes in the order they fall due, as Python lists: indexing
-        # numpy scalars one by one costs more than the work being measured.
+        plan = schedule(wearables, frame_period_s)
+        self._due = plan.due
         origins = [f"bench:{k}" for k in range(ORIGINS)]
-        self._plan = [(origins[w % ORIGINS], wearables[w].frames[k]) for w, k in zip(owners.tolist(), indices.tolist())]
+        self._plan = [(origins[w % ORIGINS], frame) for w, frame in zip(plan.owner, plan.frames)]
         self._lead_s = lead_s
         self._tick_s = read_tick_s
         self.offered = 0
@@ -150,12 +165,12 @@ class FleetSource(Source):
 
     @property
     def schedule_s(self) -> float:
-        return float(self._due[-1]) if self._due.size else 0.0
+        return self._due[-1] if self._due else 0.0
 
     def _run(self, inbox: Inbox) -> None:
         t0 = time.monotonic() + self._lead_s
         self.started_at = t0
-        due, plan = self._due.tolist(), self._plan
+        due, plan = self._due, self._plan
         total, i = len(plan), 0
         while i < total and not self._stop.is_set():
             now = time.monotonic()

@@ -30,7 +30,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sink", choices=("mqtt", "null"), default="mqtt",
                         help="capacity publishes to a loopback Mosquitto (default; started by the bench, or "
                              "--broker) or encodes and discards (null)")
-    parser.add_argument("--broker", metavar="mqtt://HOST:PORT", help="publish to this broker instead of starting one")
+    parser.add_argument("--source", choices=("feeder", "mqtt"), default="feeder",
+                        help="how the simulated wearables reach the gateway: frames handed to its inbox in-process "
+                             "(feeder, default), or published to the broker by a process on the broker's core and "
+                             "read by the gateway's own MQTT source (mqtt)")
+    parser.add_argument("--broker", metavar="mqtt://HOST:PORT", help="use this broker instead of starting one")
     parser.add_argument("--format", choices=("json", "binary"), default="json",
                         help="payload format of the published windows (default json, as the gateway)")
     parser.add_argument("--max-wearables", type=int, default=4000, help="stop the capacity search at this many")
@@ -133,8 +137,12 @@ def _capacity(args, result: dict, settings, card, other_cpus: list[int]) -> dict
 
     from edge_runtime.benchmark.broker import LocalBroker
     from edge_runtime.benchmark.capacity import CapacitySettings, find_capacity
+    from edge_runtime.decode import MAX_ORIGINS
 
-    over = {"budget_ms": args.budget_ms, "max_wearables": args.max_wearables, "payload_format": args.format}
+    over = {"budget_ms": args.budget_ms, "max_wearables": args.max_wearables, "payload_format": args.format,
+            "source": args.source}
+    if args.source == "mqtt" and args.max_wearables > MAX_ORIGINS:
+        over["max_wearables"] = MAX_ORIGINS  # one topic a wearable, one decoder a topic
     if args.step_s is not None:
         over["step_s"] = args.step_s
     if args.capacity_time_s is not None:
@@ -143,16 +151,18 @@ def _capacity(args, result: dict, settings, card, other_cpus: list[int]) -> dict
     main = result.get(card.precision) or {}
     ceiling = max((main.get("throughput_wps") or {"1": 1000.0}).values())
     topic = "imu-anon-bench/{stream}"
-    if args.sink == "null":
-        broker, sink_url = nullcontext(), f"null:?format={cap_settings.payload_format}"
-    elif args.broker:
-        broker, sink_url = nullcontext(), f"{args.broker.rstrip('/')}/{topic}"
+    if args.broker:
+        broker = nullcontext(None)
+    elif args.sink == "mqtt" or args.source == "mqtt":
+        broker = LocalBroker(cpus=other_cpus)
     else:
-        broker, sink_url = LocalBroker(cpus=other_cpus), None
+        broker = nullcontext(None)
     with broker as local:
-        if sink_url is None:
-            sink_url = f"{local.url}/{topic}"
-        log.info("capacity: simulated 50 Hz wearables -> %s, p99 budget %g ms", sink_url, cap_settings.budget_ms)
+        broker_url = args.broker.rstrip("/") if args.broker else (local.url if local is not None else None)
+        sink_url = f"null:?format={cap_settings.payload_format}" if args.sink == "null" else f"{broker_url}/{topic}"
+        log.info("capacity: simulated 50 Hz wearables (%s) -> %s, p99 budget %g ms", args.source, sink_url,
+                 cap_settings.budget_ms)
         return find_capacity(args.model, ceiling_wps=ceiling, rate_hz=card.sample_rate_hz, hop=card.hop,
                              sink_url=sink_url, sink=args.sink if not args.broker else args.broker,
-                             settings=cap_settings, inference=settings)
+                             settings=cap_settings, inference=settings, broker_url=broker_url,
+                             publisher_cpus=tuple(other_cpus))

@@ -61,3 +61,29 @@ def test_the_search_stops_at_the_cap_when_every_step_passes(tmp_path: Path) -> N
     assert cap["wearables_per_core"] == 4 and cap["limited_by"] == "max_wearables"
     assert [s["wearables"] for s in cap["steps"]] == [4]
     assert cap["drops"] == 0 and cap["sink"] == "mqtt"
+
+
+def test_a_fleet_over_mqtt_is_read_by_the_gateways_own_source(tmp_path: Path) -> None:
+    """--source mqtt: the frames go publisher process -> Mosquitto -> the gateway's MQTT source;
+    every window comes out, the reader's CPU is the source stage, latency counts from when
+    each frame was due."""
+    model = build_model(tmp_path / "m.onnx", hop=10)
+    with LocalBroker() as local:
+        step = run_step(model, 5, Fleet(4.0), sink_url="null:", settings=CapacitySettings(step_s=4.0, source="mqtt"),
+                        inference=bench_settings(1), secret_file=str(tmp_path / "key"), broker_url=local.url)
+    expected = 5 * expected_windows(200, 128, 10)
+    assert step["ok"], step["why"]
+    assert step["source"] == "mqtt" and step["expected_windows"] == expected and step["published_windows"] == expected
+    assert step["stage_s"]["source"] > 0 and step["stage_s"]["publish"] >= 0
+    assert 0 <= step["feeder_max_lateness_ms"] < 1000
+    assert 0 < step["p50_latency_ms"] <= step["p99_latency_ms"] < 100
+
+
+def test_a_fleet_publisher_that_cannot_reach_the_broker_fails_the_step_with_the_reason(tmp_path: Path) -> None:
+    model = build_model(tmp_path / "m.onnx", hop=10)
+    with LocalBroker() as local:
+        dead = local.url  # a port nobody listens on once this broker is gone
+    step = run_step(model, 2, Fleet(4.0), sink_url="null:", settings=CapacitySettings(step_s=4.0, source="mqtt"),
+                    inference=bench_settings(1), secret_file=str(tmp_path / "key"), broker_url=dead)
+    assert not step["ok"]
+    assert "fleet publisher failed" in step["why"] and step["drops"] == step["expected_windows"] > 0
