@@ -141,6 +141,17 @@ def parse_url(url: str, defaults: MqttSettings, extra_keys: set[str]) -> tuple[M
     return settings, topic, {k: v for k, v in params.items() if k in extra_keys}
 
 
+CLIENTS = ("lean", "paho")  # ?client= on an MQTT source or sink URL
+
+
+def wants_paho(client: str, qos: int) -> bool:
+    """Whether paho-mqtt serves ``?client=`` at ``qos``: asked for, or QoS 2, which our own
+    clients do not speak."""
+    if client not in CLIENTS:
+        raise ConfigError(f"unknown MQTT client {client!r}; known: {', '.join(CLIENTS)}")
+    return client == "paho" or qos == 2
+
+
 def tls_context(settings: MqttSettings) -> ssl.SSLContext:
     """The client side of TLS from the settings: the broker's certificate is always verified
     (``ca_file``, else the system's CA store); ``tls_insecure`` skips only the host name check."""
@@ -213,6 +224,29 @@ def dial(settings: MqttSettings, tls: ssl.SSLContext | None, connect: bytes, the
     except BaseException:
         sock.close()
         raise
+
+
+def try_dial(settings: MqttSettings, tls: ssl.SSLContext | None, connect: bytes, then: bytes, *, v5: bool,
+             backoff: Backoff, role: str, quiet: bool = False) -> Link | float:
+    """:func:`dial`, or, where it fails, the failure logged for ``role`` ("mqtt-in", "mqtt-out")
+    and the seconds to wait before the next try. A broker out of reach is a warning unless
+    ``quiet`` (the caller already said so for this outage); a refusal or a TLS failure, which
+    need the user, always are."""
+    import ssl
+
+    try:
+        return dial(settings, tls, connect, then, v5=v5)
+    except RefusedError as exc:
+        level, why = logging.WARNING, (f"{settings.address} refused the connection: {exc} (check mqtt.username, "
+                                       "the password and the broker's ACL)")
+    except ssl.SSLError as exc:
+        level, why = logging.WARNING, (f"TLS with {settings.address} failed ({exc}); check mqtt.ca_file and the "
+                                       "broker's certificate")
+    except (OSError, mqtt_wire.MqttProtocolError) as exc:
+        level, why = logging.DEBUG if quiet else logging.WARNING, f"cannot reach {settings.address} ({exc})"
+    delay = backoff.next()
+    log.log(level, "%s: %s; retrying in about %.1f s", role, why, delay)
+    return delay
 
 
 def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., None],

@@ -49,7 +49,6 @@ from edge_runtime.sinks import Sink
 
 log = logging.getLogger(__name__)
 
-CLIENTS = ("lean", "paho")  # ?client= on the sink URL
 INFLIGHT_CAP = 100  # QoS 1 messages unacknowledged at once; 20 capped a loaded gateway near 2,000 windows/s
 RECV_SIZE = 65536
 TOPIC_CACHE_MAX = 4096  # encoded topics kept (one per stream); pseudonym rotation makes new ones
@@ -70,9 +69,7 @@ def check_sink_args(topic: str, qos: int, buffer_max: int, *, qos_levels: tuple[
 
 def sink_class(client: str, qos: int) -> type[Sink]:
     """The sink for ``?client=`` (``lean`` by default); QoS 2 always goes through paho."""
-    if client not in CLIENTS:
-        raise ConfigError(f"unknown MQTT client {client!r}; known: {', '.join(CLIENTS)}")
-    if client == "paho" or qos == 2:
+    if mqtt_link.wants_paho(client, qos):
         from edge_runtime.mqtt_sink_paho import PahoMqttSink
 
         return PahoMqttSink
@@ -144,20 +141,10 @@ class MqttSink(Sink):
     def _connect_forever(self) -> None:
         address, delay = self.settings.address, 0.0
         while not self._stopping.is_set() and not (delay and self._stopping.wait(delay)):
-            try:
-                link = mqtt_link.dial(self.settings, self._tls, self._connect, self._online, v5=self._v5)
-            except mqtt_link.RefusedError as exc:
-                delay = self._backoff.next()
-                log.warning("mqtt-out: %s refused the connection: %s; retrying in about %.1f s", address, exc, delay)
-                continue
-            except ssl.SSLError as exc:
-                delay = self._backoff.next()
-                log.warning("mqtt-out: TLS with %s failed (%s); check mqtt.ca_file and the broker's certificate; "
-                            "retrying in about %.1f s", address, exc, delay)
-                continue
-            except (OSError, MqttProtocolError) as exc:
-                delay = self._backoff.next()
-                log.debug("mqtt-out: cannot reach %s (%s); retrying in about %.1f s", address, exc, delay)
+            link = mqtt_link.try_dial(self.settings, self._tls, self._connect, self._online, v5=self._v5,
+                                      backoff=self._backoff, role="mqtt-out", quiet=True)
+            if not isinstance(link, mqtt_link.Link):
+                delay = link
                 continue
             if self._stopping.is_set():
                 link.sock.close()  # shutting down: the broker publishes the will, offline is true

@@ -40,7 +40,6 @@ from edge_runtime.sources import Inbox, Source, SourceContext
 
 log = logging.getLogger(__name__)
 
-CLIENTS = ("lean", "paho")  # ?client= on the source URL
 FORMATS = ("mqtt", "frames", "json")
 RECV_SIZE = 65536
 MAX_PACKET = 1 << 20  # the largest message we take; MQTT 5 brokers are told, and drop larger ones for us
@@ -51,9 +50,7 @@ SUBSCRIBE_ID = 1  # our only SUBSCRIBE on each connection
 
 def source_class(client: str, qos: int) -> type["MqttSourceBase"]:
     """The source for ``?client=`` (``lean`` by default); QoS 2 always goes through paho."""
-    if client not in CLIENTS:
-        raise ConfigError(f"unknown MQTT client {client!r}; known: {', '.join(CLIENTS)}")
-    if client == "paho" or qos == 2:
+    if mqtt_link.wants_paho(client, qos):
         from edge_runtime.mqtt_source_paho import PahoMqttSource
 
         return PahoMqttSource
@@ -126,23 +123,10 @@ class MqttSource(MqttSourceBase):
     def _run(self, inbox: Inbox) -> None:
         address, delay, quiet, clean = self.settings.address, 0.0, False, True
         while not self._stop.is_set() and not (delay and self._stop.wait(delay)):
-            try:
-                link = mqtt_link.dial(self.settings, self._tls, self._connect, self._subscribe, v5=self._v5)
-            except mqtt_link.RefusedError as exc:
-                delay = self._backoff.next()
-                log.warning("mqtt-in: %s refused the connection: %s (check mqtt.username, the password and the "
-                            "broker's ACL); retrying in about %.1f s", address, exc, delay)
-                continue
-            except ssl.SSLError as exc:
-                delay = self._backoff.next()
-                log.warning("mqtt-in: TLS with %s failed (%s); check mqtt.ca_file and the broker's certificate; "
-                            "retrying in about %.1f s", address, exc, delay)
-                continue
-            except (OSError, MqttProtocolError) as exc:
-                delay = self._backoff.next()
-                log.log(logging.DEBUG if quiet else logging.WARNING, "mqtt-in: cannot reach %s (%s); "
-                        "retrying in about %.1f s", address, exc, delay)
-                quiet = True  # once per outage; the retries go on quietly
+            link = mqtt_link.try_dial(self.settings, self._tls, self._connect, self._subscribe, v5=self._v5,
+                                      backoff=self._backoff, role="mqtt-in", quiet=quiet)
+            if not isinstance(link, mqtt_link.Link):
+                delay, quiet = link, True  # an outage is said once; the retries go on quietly
                 continue
             try:
                 if self._stop.is_set():

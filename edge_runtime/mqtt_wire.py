@@ -347,8 +347,8 @@ class Incoming(NamedTuple):
     packets: list[tuple[int, bytes]]  # anything else: (first byte, body)
 
 
-class PacketReader:
-    """Cuts the broker's byte stream into packets; keeps at most one incomplete packet."""
+class _StreamCutter:
+    """What both readers keep between reads: at most one incomplete packet."""
 
     def __init__(self, *, v5: bool, max_packet: int = 1 << 20) -> None:
         self.v5, self.max_packet = v5, max_packet
@@ -357,6 +357,10 @@ class PacketReader:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+
+class PacketReader(_StreamCutter):
+    """Cuts the broker's byte stream into packets; keeps at most one incomplete packet."""
 
     @property
     def pending(self) -> bytes:
@@ -511,17 +515,9 @@ class Inbound(NamedTuple):
     packets: list[tuple[int, bytes]]  # anything else: (first byte, body)
 
 
-class MessageReader:
+class MessageReader(_StreamCutter):
     """Cuts a subscriber's byte stream into delivered messages and other packets; keeps at most
     one incomplete packet, refuses one longer than ``max_packet`` before buffering it."""
-
-    def __init__(self, *, v5: bool, max_packet: int = 1 << 20) -> None:
-        self.v5, self.max_packet = v5, max_packet
-        self._buf = b""
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
 
     def feed(self, data: bytes) -> Inbound:
         buf = self._buf + data if self._buf else data

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -24,6 +25,16 @@ from firmware_bridge.scaling import to_float_payload
 
 REPO = Path(__file__).resolve().parent.parent
 PER_FRAME = 8  # float32 samples of six channels: at most 9 fit a frame
+
+
+def wait(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Polls ``condition`` every 20 ms until it holds or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 def hello(device_id: int, rate_hz: float = 50.0, boot_id: int = 1) -> bytes:

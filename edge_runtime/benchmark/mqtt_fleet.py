@@ -25,15 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import mqtt_wire
+from edge_runtime import mqtt_link, mqtt_wire
 from edge_runtime.benchmark.fleet import READ_TICK_S, Schedule, WearableFrames
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.mqtt_link import MqttSettings
 
 log = logging.getLogger(__name__)
 
 TOPIC = "imu-anon-bench-in/{device:016x}/raw"
 PATTERN = "imu-anon-bench-in/+/raw"
-CONNECT_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 5.0
 LEAD_S = 1.5  # from starting the publisher to its first frame: an interpreter start, the plan read, CONNECT
 OVERRUN_S = 30.0  # a publisher this far behind its schedule gives up (the step has failed anyway)
 
@@ -88,23 +89,12 @@ class FleetPublisher:
 
 
 def _connect(host: str, port: int) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
-    sock.sendall(mqtt_wire.connect(client_id=f"imu-anon-bench-fleet-{os.getpid()}", protocol="3.1.1", keepalive_s=60))
-    reader = mqtt_wire.PacketReader(v5=False)
-    deadline = time.monotonic() + CONNECT_TIMEOUT_S
-    while time.monotonic() < deadline:
-        data = sock.recv(4096)
-        if not data:
-            raise PublisherError("the broker closed the connection before CONNACK")
-        got = reader.feed(data)
-        for first, body in got.packets:
-            if first >> 4 == mqtt_wire.CONNACK:
-                connack = mqtt_wire.parse_connack(body, v5=False)
-                if not connack.accepted:
-                    raise PublisherError(f"the broker refused the fleet publisher: {connack.reason}")
-                sock.setblocking(False)
-                return sock
-    raise PublisherError(f"no CONNACK within {CONNECT_TIMEOUT_S:.0f} s")
+    """A non-blocking connection to the broker, CONNACK received (MQTT 3.1.1, no will)."""
+    connect = mqtt_wire.connect(client_id=f"imu-anon-bench-fleet-{os.getpid()}", protocol="3.1.1", keepalive_s=60)
+    try:
+        return mqtt_link.dial(MqttSettings(host=host, port=port, protocol="3.1.1"), None, connect, b"", v5=False).sock
+    except (mqtt_link.RefusedError, mqtt_wire.MqttProtocolError) as exc:
+        raise PublisherError(f"the broker would not take the fleet publisher: {exc}") from None
 
 
 def _send(sock: socket.socket, data: bytes) -> None:
@@ -129,7 +119,7 @@ def _close(sock: socket.socket) -> None:
     """Half-close, then read to the broker's end: closing with its acknowledgements unread would
     reset the connection, and the broker could lose the last frames it had not read yet."""
     sock.shutdown(socket.SHUT_WR)
-    sock.settimeout(CONNECT_TIMEOUT_S)
+    sock.settimeout(CLOSE_TIMEOUT_S)
     try:
         while sock.recv(65536):
             pass

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import Broker
-from runtime_helpers import Recorder
+from runtime_helpers import Recorder, wait
 
 from edge_runtime import payload
 from edge_runtime.errors import ConfigError
@@ -185,15 +185,6 @@ def sink_for(url: str, metrics: Metrics | None = None, **mqtt_settings):
     settings = MqttSettings(**{"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, **mqtt_settings})
     return open_sink(url, publish=PublishSettings(gateway="test-gw"), mqtt=settings, metrics=metrics or Metrics(),
                      status=lambda state, fmt, topic: state.encode())
-
-
-def wait(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.mark.parametrize("client", CLIENTS)

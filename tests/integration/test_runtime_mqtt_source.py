@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker
+from runtime_helpers import wait
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime import mqtt_wire
@@ -42,15 +43,6 @@ class BatchInbox(Inbox):
 
 def source_for(url: str) -> MqttSourceBase:
     return MqttSource.from_url(url, SourceContext(model_rate_hz=50.0, metrics=Metrics(), mqtt=FAST))
-
-
-def wait(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def collect(inbox: Inbox, count: int, timeout: float = 15.0) -> list[Received]:
