@@ -126,9 +126,9 @@ class Schedule:
 def schedule(wearables: list[WearableFrames], frame_period_s: float) -> Schedule:
     """The fleet's frames merged by due time, the wearables' phases spread evenly over one
     frame period (n wearables do not all send at the same instant)."""
-    n = max(1, len(wearables))
     if not wearables:
         return Schedule([], [], [])
+    n = len(wearables)
     due = np.concatenate([w.t_dev + i * (frame_period_s / n) for i, w in enumerate(wearables)])
     owner = np.concatenate([np.full(len(w.frames), i) for i, w in enumerate(wearables)])
     index = np.concatenate([np.arange(len(w.frames)) for w in wearables])
