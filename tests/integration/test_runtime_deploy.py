@@ -50,8 +50,11 @@ class GatewayBroker(Broker):
     """mosquitto running edge_runtime/deploy/mosquitto.conf (+ .acl), rendered for this test."""
 
     def __init__(self, workdir: Path, upstream_port: int) -> None:
-        self.port, self.tls_port, self.host = free_port(), free_port(), "127.0.0.1"
-        self.workdir, self.proc = workdir, None
+        self.tls_port, self.upstream_port = free_port(), upstream_port
+        super().__init__(workdir)
+
+    def configuration(self, extra_config: str) -> str:
+        workdir = self.workdir
         certs = workdir / "certs"
         certs.mkdir()
         make_certificates(certs)
@@ -68,11 +71,10 @@ class GatewayBroker(Broker):
             ("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1"),
             ("listener 8883\n", f"listener {self.tls_port} 127.0.0.1\n"),
             ("/etc/mosquitto/certs/", f"{certs}/"),
-            ("address cloud.example.org:8883", f"address 127.0.0.1:{upstream_port}"),
+            ("address cloud.example.org:8883", f"address 127.0.0.1:{self.upstream_port}"),
             (f"bridge_cafile {certs}/upstream-ca.crt\n", ""),  # the test's upstream listens in plain text
         ])
-        self.config = workdir / "mosquitto.conf"
-        self.config.write_text(conf + f"user {getpass.getuser()}\nlog_dest file {workdir / 'mosquitto.log'}\n")
+        return conf + f"user {getpass.getuser()}\nlog_dest file {workdir / 'mosquitto.log'}\n"
 
     @property
     def ready_port(self) -> int:
