@@ -48,8 +48,9 @@ def measured_table(results: list[tuple[str, dict]]) -> list[str]:
     for name, r in results:
         m, fp32, cap = r["model"], r.get("fp32") or {}, r.get("capacity") or {}
         lat = fp32.get("latency_ms") or {}
+        retried = f", {cap['retried_sizes']} failing size(s) re-run" if cap.get("retried_sizes") else ""
         capacity = (f"{cap['wearables_per_core']} ({_f(cap.get('p99_latency_ms'))}, {cap.get('drops')})"
-                    f"{', read over MQTT' if cap.get('source') == 'mqtt' else ''}" if cap else "-")
+                    f"{', read over MQTT' if cap.get('source') == 'mqtt' else ''}{retried}" if cap else "-")
         rows.append(
             f"| {name}{' (quick)' if r.get('quick') else ''} | {m['arch']} | {m['flops_per_window'] / 1e6:.1f} "
             f"| {_f(r['peak_gflops'])} | {_f(lat.get('p50'), 2)} / {_f(lat.get('p99'), 2)} | {_wps(fp32)} "

@@ -7,7 +7,9 @@ ratio to the same core's own fp32 matrix-product peak, measured in the same run:
 - ``peak``       single-thread fp32 matmul GFLOP/s, in a subprocess with BLAS pinned to 1 thread;
 - ``inference``  latency percentiles and throughput per batch size of each model variant;
 - ``torch_eager`` the torch reference, run as a subprocess only when torch is installed;
-- ``capacity``   simulated 50 Hz wearables through the real pipeline, stepped up to the limit;
+- ``capacity``   one step: simulated 50 Hz wearables through the real pipeline for a fixed time;
+- ``search``     the largest fleet that passes, a failing size run again before it counts;
+- ``fleet``, ``mqtt_fleet``, ``broker``  the simulated wearables, their MQTT publisher, a local Mosquitto;
 - ``footprint``  cold start and peak RSS of a fresh runtime process, and its import graph;
 - ``report``     the result document (JSON) and the printed table.
 

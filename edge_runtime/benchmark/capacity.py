@@ -4,9 +4,8 @@ Each step builds the gateway exactly as ``imu-anon run`` does (``open_gateway``:
 streams, decoders, stitcher, sinks, publish format) and runs the real :class:`Pipeline` over
 frames from :class:`FleetSource`; only the source is the benchmark's. The pipeline's parts are
 passed in through thin wrappers that add up each stage's CPU time in the pipeline thread, so
-the split (decode, window, infer, encode, publish) comes from the run itself. The search steps
-the fleet up from a fraction of the inference ceiling and bisects between the largest passing
-and the smallest failing size, within a time limit.
+the split (decode, window, infer, encode, publish) comes from the run itself. This module runs
+one step at a fixed fleet size; :mod:`edge_runtime.benchmark.search` chooses the sizes.
 """
 
 from __future__ import annotations
@@ -44,6 +43,9 @@ LOSS_COUNTERS = (
     "frames_corrupt", "frames_missing", "seq_gaps", "awaiting_config", "samples_refused_devices",
     "samples_refused_rate", "samples_refused_layout", "blocks_out_of_order", "blocks_device_mismatch", "gaps",
 )
+# Why a step failed, as ``run_step`` reports it in ``causes``. Load on the core explains these
+# three; "publisher" (the fleet's publisher broke) and "sink" (a sink refused writes) it does not.
+LOAD_CAUSES = frozenset({"overrun", "loss", "latency"})
 
 
 class CapacityError(EdgeRuntimeError):
@@ -60,6 +62,7 @@ class CapacitySettings:
     tolerance: float = 0.05  # stop bisecting when the bracket is this narrow (relative)
     payload_format: str = "json"
     source: str = "feeder"  # frames handed to the inbox in-process, or published to the broker and subscribed to
+    confirm_failures: int = 1  # re-runs of a size that failed under load before it counts as failed; 0: none
 
     def __post_init__(self) -> None:
         if not self.budget_ms > 0:
@@ -72,6 +75,9 @@ class CapacitySettings:
             raise CapacityError(f"payload format must be one of {payload.FORMATS}, got {self.payload_format!r}")
         if self.source not in SOURCES:
             raise CapacityError(f"the fleet's source must be one of {SOURCES}, got {self.source!r}")
+        if type(self.confirm_failures) is not int or self.confirm_failures < 0:  # bool is an int: refused too
+            raise CapacityError(f"confirm_failures (--confirm-failures) must be a whole number >= 0 (0: believe the "
+                                f"first failure), got {self.confirm_failures!r}")
 
     @classmethod
     def quick(cls, **over: Any) -> "CapacitySettings":
@@ -295,18 +301,19 @@ def run_step(model: str | Path, n: int, fleet: Fleet, *, sink_url: str, settings
     }
     stages["other"] = max(0.0, cpu - sum(stages.values()))
     p99 = summary.latency_ms[1]
-    why = []
+    why: dict[str, str] = {}  # cause -> what the user reads
     if wall > schedule_s + 0.5 + overrun_s:
-        why.append(f"still {wall - schedule_s:.1f} s behind when the signal ended: stopped")
+        why["overrun"] = f"still {wall - schedule_s:.1f} s behind when the signal ended: stopped"
     if over_mqtt and "error" in publisher.result:
-        why.append(f"the fleet publisher failed: {publisher.result['error']}")
+        why["publisher"] = f"the fleet publisher failed: {publisher.result['error']}"
     if drops or losses:
-        why.append(f"lost {drops} window(s)" + (f", counters {losses}" if losses else ""))
+        why["sink" if losses.get("sink_errors") else "loss"] = (
+            f"lost {drops} window(s)" + (f", counters {losses}" if losses else ""))
     if not (p99 <= settings.budget_ms):
-        why.append(f"p99 {p99:.1f} ms over the {settings.budget_ms:g} ms budget")
+        why["latency"] = f"p99 {p99:.1f} ms over the {settings.budget_ms:g} ms budget"
     return {
-        "wearables": n, "ok": not why, "why": "; ".join(why), "expected_windows": expected,
-        "published_windows": published, "drops": drops, "loss_counters": losses,
+        "wearables": n, "ok": not why, "why": "; ".join(why.values()), "causes": list(why),
+        "expected_windows": expected, "published_windows": published, "drops": drops, "loss_counters": losses,
         "offered_windows_per_s": round(n * card.sample_rate_hz / card.hop, 1),
         "p50_latency_ms": round(summary.latency_ms[0], 3), "p99_latency_ms": round(p99, 3),
         "inference_calls": clock.calls["infer"], "wall_s": round(wall, 3),
@@ -363,78 +370,3 @@ def _publish_fleet(plan: Schedule, wearables: list, broker_url: str, cpus: tuple
     thread = _FleetPublishing(plan_file, broker_url, cpus, decoders, pipeline, limit_s, grace_s=1.0)
     thread.start()
     return thread
-
-
-def stage_shares(step: dict) -> tuple[dict[str, float], float]:
-    """Each stage's share of the step's CPU time, and the pipeline overhead (all but inference)."""
-    stages = step["stage_s"]
-    total = sum(stages.values())
-    if total <= 0:
-        return {}, math.nan
-    shares = {k: round(v / total, 4) for k, v in stages.items()}
-    return shares, round(1.0 - stages["infer"] / total, 4)
-
-
-def next_fleet_size(lo: int, hi: int | None, n: int, settings: CapacitySettings) -> int | None:
-    """Grow by 30 % until a step fails, halve until one passes, then bisect; None: done."""
-    if hi is None:
-        return None if lo >= settings.max_wearables else min(settings.max_wearables, max(lo + 1, math.ceil(lo * 1.3)))
-    if lo == 0:
-        return None if n <= settings.min_wearables else max(settings.min_wearables, n // 2)
-    if hi - lo <= max(1, int(settings.tolerance * lo)):
-        return None
-    return (lo + hi) // 2
-
-
-def find_capacity(model: str | Path, *, ceiling_wps: float, rate_hz: float, hop: int, sink_url: str, sink: str,
-                  settings: CapacitySettings, inference: InferenceSettings, broker_url: str | None = None,
-                  publisher_cpus: tuple[int, ...] = ()) -> dict:
-    """The largest fleet that passed, with its figures and every step tried.
-
-    The first step is 60 % of the inference ceiling (``ceiling_wps`` windows/s over the
-    windows/s of one wearable), since the rest of the pipeline always costs something.
-    """
-    per_wearable = rate_hz / hop
-    ceiling = max(1, int(ceiling_wps / per_wearable))
-    deadline = time.monotonic() + settings.time_limit_s
-    fleet = Fleet(settings.step_s, rate_hz)
-    steps: list[dict] = []
-    lo, hi, best = 0, None, None
-    n: int | None = min(settings.max_wearables, max(settings.min_wearables, int(0.6 * ceiling)))
-    with tempfile.TemporaryDirectory(prefix="imu-anon-bench-") as tmp:
-        secret = str(Path(tmp) / "pseudonym.key")
-        while n is not None:
-            step = run_step(model, n, fleet, sink_url=sink_url, settings=settings, inference=inference,
-                            secret_file=secret, broker_url=broker_url, publisher_cpus=publisher_cpus)
-            steps.append(step)
-            log.info("capacity: %d wearables -> %s", n, "ok" if step["ok"] else step["why"])
-            if step["ok"]:
-                lo, best = n, step
-            else:
-                hi = n if hi is None else min(hi, n)
-            n = next_fleet_size(lo, hi, n, settings)
-            if n is not None and time.monotonic() + 1.2 * step["wall_s"] > deadline:
-                log.info("capacity: stopping at the %.0f s time limit", settings.time_limit_s)
-                limited = "time_limit"
-                break
-        else:
-            limited = "max_wearables" if hi is None else "budget"
-    shares, overhead = stage_shares(best) if best else ({}, math.nan)
-    return {
-        "wearables_per_core": lo,
-        "p99_latency_ms": best["p99_latency_ms"] if best else math.nan,
-        "p50_latency_ms": best["p50_latency_ms"] if best else math.nan,
-        "drops": best["drops"] if best else (steps[-1]["drops"] if steps else 0),
-        "budget_ms": settings.budget_ms,
-        "limited_by": limited,
-        "first_failing": hi,
-        "inference_ceiling_wearables": ceiling,
-        "sink": sink,
-        "source": settings.source,
-        "payload_format": settings.payload_format,
-        "step_s": settings.step_s,
-        "windows_per_wearable_s": per_wearable,
-        "stage_share": shares,
-        "overhead_share": overhead,
-        "steps": steps,
-    }

@@ -156,7 +156,8 @@ def format_table(result: dict) -> str:
                 f"{k} {v:,.0f}" for k, v in best["stage_us_per_window"].items()))
         for step in cap.get("steps", []):
             verdict = "ok" if step["ok"] else f"fails ({step['why']})"
-            lines.append(f"  {step['wearables']:>5} wearables: {step['offered_windows_per_s']:,.0f} windows/s, "
+            again = ", run again" if step.get("retry") else ""
+            lines.append(f"  {step['wearables']:>5} wearables{again}: {step['offered_windows_per_s']:,.0f} windows/s, "
                          f"p99 {_fmt(step['p99_latency_ms'])} ms, drops {step['drops']}, cpu {100 * step['cpu_share']:.0f}% -> {verdict}")
     if "rss_mb" in result:
         fp = result.get("footprint", {})

@@ -40,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wearables", type=int, default=4000, help="stop the capacity search at this many")
     parser.add_argument("--step-s", type=float, help="seconds of signal per capacity step (default 12; quick 5)")
     parser.add_argument("--capacity-time-s", type=float, help="time limit of the capacity search (default 150; quick 30)")
+    parser.add_argument("--confirm-failures", type=int, metavar="N",
+                        help="run a capacity step that failed under load up to N more times before the size counts "
+                             "as failed (default 1; 0: believe the first failure)")
     parser.add_argument("--skip", default="", metavar="PART[,PART]",
                         help=f"leave parts out: {', '.join(PARTS)}")
 
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.benchmark import device, report
     from edge_runtime.benchmark.inference import bench_settings
     from edge_runtime.benchmark.peak import run_peak
+    from edge_runtime.benchmark.search import retry_summary
     from edge_runtime.errors import ConfigError
 
     skip = _skips(args.skip)
@@ -95,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         result["capacity"] = _capacity(args, result, settings, card, [c for c in allowed if c not in (cores or [])])
     result["estimates"] = report.pi_estimates(result)
     print(report.format_table(result))
+    retries = retry_summary((result.get("capacity") or {}).get("steps", []))
+    if retries:
+        print(retries)
     if args.json:
         path = report.write_json(result, args.json)
         print(f"\nwrote {path}", file=sys.stderr)
@@ -136,7 +143,8 @@ def _capacity(args, result: dict, settings, card, other_cpus: list[int]) -> dict
     from contextlib import nullcontext
 
     from edge_runtime.benchmark.broker import LocalBroker
-    from edge_runtime.benchmark.capacity import CapacitySettings, find_capacity
+    from edge_runtime.benchmark.capacity import CapacitySettings
+    from edge_runtime.benchmark.search import find_capacity
     from edge_runtime.decode import MAX_ORIGINS
 
     over = {"budget_ms": args.budget_ms, "max_wearables": args.max_wearables, "payload_format": args.format,
@@ -147,6 +155,8 @@ def _capacity(args, result: dict, settings, card, other_cpus: list[int]) -> dict
         over["step_s"] = args.step_s
     if args.capacity_time_s is not None:
         over["time_limit_s"] = args.capacity_time_s
+    if args.confirm_failures is not None:
+        over["confirm_failures"] = args.confirm_failures
     cap_settings = CapacitySettings.quick(**over) if args.quick else CapacitySettings(**over)
     main = result.get(card.precision) or {}
     ceiling = max((main.get("throughput_wps") or {"1": 1000.0}).values())

@@ -11,9 +11,10 @@ import pytest
 from model_factory import build_model
 
 from edge_runtime.benchmark.broker import LocalBroker
-from edge_runtime.benchmark.capacity import CapacitySettings, find_capacity, run_step
+from edge_runtime.benchmark.capacity import CapacitySettings, run_step
 from edge_runtime.benchmark.fleet import Fleet, expected_windows
 from edge_runtime.benchmark.inference import bench_settings
+from edge_runtime.benchmark.search import find_capacity, worth_confirming
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +60,9 @@ def test_the_search_stops_at_the_cap_when_every_step_passes(tmp_path: Path) -> N
                             sink="mqtt", settings=CapacitySettings(step_s=4.0, max_wearables=4, time_limit_s=60),
                             inference=bench_settings(1))
     assert cap["wearables_per_core"] == 4 and cap["limited_by"] == "max_wearables"
-    assert [s["wearables"] for s in cap["steps"]] == [4]
+    assert [(s["wearables"], s["retry"], s["causes"]) for s in cap["steps"]] == [(4, 0, [])]
     assert cap["drops"] == 0 and cap["sink"] == "mqtt"
+    assert cap["confirm_failures"] == 1 and cap["retried_sizes"] == 0
 
 
 def test_a_fleet_over_mqtt_is_read_by_the_gateways_own_source(tmp_path: Path) -> None:
@@ -87,3 +89,4 @@ def test_a_fleet_publisher_that_cannot_reach_the_broker_fails_the_step_with_the_
                     inference=bench_settings(1), secret_file=str(tmp_path / "key"), broker_url=dead)
     assert not step["ok"]
     assert "fleet publisher failed" in step["why"] and step["drops"] == step["expected_windows"] > 0
+    assert "publisher" in step["causes"] and not worth_confirming(step)  # a re-run would fail the same way

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.benchmark import report
-from edge_runtime.benchmark.capacity import CapacityError, CapacitySettings, next_fleet_size, stage_shares
+from edge_runtime.benchmark.capacity import CapacityError, CapacitySettings
 from edge_runtime.benchmark.device import cpu_flags, describe
 from edge_runtime.benchmark.fleet import Fleet, FleetSource, expected_windows
 from edge_runtime.benchmark.inference import variant_paths
@@ -64,30 +64,11 @@ def test_fraction_of_peak_is_achieved_gflops_over_the_measured_peak() -> None:
     assert out["gflops_by_batch"] == {"1": 25.0, "8": 40.0}
 
 
-def test_capacity_search_grows_then_bisects_to_the_tolerance() -> None:
-    s = CapacitySettings(max_wearables=1000, tolerance=0.05)
-    assert next_fleet_size(100, None, 100, s) == 130  # everything passed so far: grow 30 %
-    assert next_fleet_size(0, 100, 100, s) == 50  # nothing passed yet: halve
-    assert next_fleet_size(100, 130, 130, s) == 115  # bracketed: bisect
-    assert next_fleet_size(100, 104, 104, s) is None  # bracket within 5 %: done
-    assert next_fleet_size(1000, None, 1000, s) is None  # at the cap
-    assert next_fleet_size(0, 1, 1, s) is None  # even one wearable fails
-
-
 def test_capacity_settings_refuse_steps_too_short_for_one_window() -> None:
     with pytest.raises(CapacityError, match="at least 4 s"):
         CapacitySettings(step_s=2.0)
     with pytest.raises(CapacityError, match="payload format"):
         CapacitySettings(payload_format="xml")
-
-
-def test_stage_shares_add_up_and_overhead_is_everything_but_inference() -> None:
-    step = {"stage_s": {"decode": 1.0, "window": 1.0, "infer": 6.0, "encode": 1.0, "publish": 0.5, "source": 0.5,
-                        "other": 0.0}}
-    shares, overhead = stage_shares(step)
-    assert sum(shares.values()) == pytest.approx(1.0)
-    assert shares["infer"] == pytest.approx(0.6)
-    assert overhead == pytest.approx(0.4)
 
 
 def test_expected_windows_follow_the_window_and_hop() -> None:
@@ -176,6 +157,17 @@ def test_table_shows_every_figure_a_gateway_owner_sizes_with() -> None:
         assert needle in text, needle
 
 
+def test_table_marks_a_size_run_again_to_confirm_its_failure() -> None:
+    result = _result()
+    first = {**result["capacity"]["steps"][0], "ok": False, "why": "p99 130 ms over the 100 ms budget", "retry": 0}
+    again = {**result["capacity"]["steps"][0], "retry": 1}
+    result["capacity"]["steps"] = [first, again]
+    lines = [line for line in report.format_table(result).splitlines() if "750 windows/s" in line]
+    assert len(lines) == 2
+    assert "150 wearables:" in lines[0] and "fails (p99 130 ms" in lines[0]
+    assert "150 wearables, run again:" in lines[1] and lines[1].endswith("-> ok")
+
+
 def test_json_is_written_atomically_with_nan_as_null(tmp_path: Path) -> None:
     path = report.write_json({"a": math.nan, "b": [1.0, math.inf], "c": {"d": 2}}, tmp_path / "sub" / "r.json")
     assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2}}
@@ -223,6 +215,14 @@ def test_readme_summary_tables_and_targets_come_from_the_results(tmp_path: Path)
     assert ("- paper-test: fp32 >= 45 % of peak yes, >= 150 wearables (150) yes, 0 drops yes, overhead <= 7 % yes"
             in text)
     assert "ESTIMATES, not measurements" in text and "~100-120" in text
+    assert "re-run" not in text  # a result without re-runs (or from before them) says nothing about them
+
+
+def test_the_summary_says_how_many_failing_sizes_were_run_again(tmp_path: Path) -> None:
+    result = _result()
+    result["capacity"]["retried_sizes"] = 2
+    text = _summarise().render([report.write_json(result, tmp_path / "paper-test.json")])
+    assert "150 (40.0, 0), 2 failing size(s) re-run |" in text
 
 
 def test_a_lean_model_is_held_to_500_wearables_and_3x_the_papers_speed_when_the_paper_was_measured() -> None:
