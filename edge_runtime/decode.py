@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edge_runtime.errors import ConfigError
 from edge_runtime.layout import ACC_UNITS, RAW_CHANNELS
 from edge_runtime.metrics import Metrics
 from firmware_bridge.blocks import SampleBlock
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("frames", "csv", "json", "mqtt")  # "mqtt": JSON when the payload starts with "{", frames otherwise
 GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0}
 MAX_JSON_SAMPLES = 1000
-MAX_ORIGINS = 1024
+MAX_ORIGINS = 1024  # the decoder table's floor (see origin_bound), and its size where none is given
 
 
 class Received:
@@ -112,18 +113,38 @@ class _JsonDecoder:
                            samples=(samples * scale).astype(np.float32))
 
 
-class Decoders:
-    """One decoder per origin; blocks from a transport-vouched device must carry that id."""
+def origin_bound(max_devices: int, shards: int = 1) -> int:
+    """How many decoders a runtime keeps for ``streams.max_devices`` in each of ``shards`` shards.
 
-    def __init__(self, metrics: Metrics, pseudonym: Callable[[str], str]) -> None:
-        self.metrics, self.pseudonym = metrics, pseudonym
+    Over MQTT every topic is an origin, and a sharded runtime decodes the topics of every shard
+    before it keeps its own devices, so it sees up to ``max_devices * shards`` origins at once.
+    Twice that leaves room for devices coming and going (a silent origin is the first to leave)
+    and for stray topics; never fewer than ``MAX_ORIGINS``, so serial ports, files and a fleet
+    larger than ``max_devices`` (whose extra devices the streams refuse) fit as before."""
+    return max(MAX_ORIGINS, 2 * max_devices * shards)
+
+
+class Decoders:
+    """One decoder per origin; blocks from a transport-vouched device must carry that id.
+
+    At most ``max_origins`` decoders are kept (:func:`origin_bound` sizes them from the
+    configuration). Beyond that the least recently heard origin's decoder is dropped, which
+    loses its state (a device's HELLO: its frames wait for the next one), so that is logged once
+    and counted (``origins_evicted``)."""
+
+    def __init__(self, metrics: Metrics, pseudonym: Callable[[str], str], max_origins: int = MAX_ORIGINS) -> None:
+        if not (isinstance(max_origins, int) and max_origins > 0):
+            raise ConfigError(f"the decoders need room for at least one origin, got {max_origins!r}")
+        self.metrics, self.pseudonym, self.max_origins = metrics, pseudonym, max_origins
         self._decoders: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._retired: dict[str, int] = {}  # counters of evicted decoders, so totals never go down
+        self._evicted = 0
         self._noted: set[tuple[str, str]] = set()
         metrics.add_collector(self.counters)
 
     def counters(self) -> dict[str, int]:
         out = dict(self._retired)
+        out["origins_evicted"] = self._evicted
         for dec in list(self._decoders.values()):
             for name, value in dict(getattr(dec, "counters", {})).items():
                 if isinstance(value, int):
@@ -141,11 +162,17 @@ class Decoders:
 
     def _decoder(self, item: Received, fmt: str) -> Any:
         """A new decoder for the item's origin and format (the oldest one makes room)."""
-        if len(self._decoders) >= MAX_ORIGINS:
+        if len(self._decoders) >= self.max_origins:
             _, old = self._decoders.popitem(last=False)
             for name, value in dict(getattr(old, "counters", {})).items():
                 if isinstance(value, int):
                     self._retired[name] = self._retired.get(name, 0) + value
+            if not self._evicted:  # the origin is not named: an MQTT topic holds a device id
+                log.warning("more than %d origins (MQTT topics, serial ports) at once: the least recently heard "
+                            "one's decoder state is dropped (its frames wait for the next HELLO; counted as "
+                            "origins_evicted); raise streams.max_devices if this gateway serves more wearables",
+                            self.max_origins)
+            self._evicted += 1
         if fmt == "frames":
             dec = FrameDecoder()
         elif fmt == "csv":

@@ -1,8 +1,10 @@
 """Assembling a pipeline from a configuration: the one place ``run`` and ``replay`` share.
 
 The model is opened first (window, hop, rate and channels come from its card), then the
-pseudonym key, the sinks (ready before any data flows) and the sources. Leaving the context
-stops the sources, then flushes and closes the sinks.
+pseudonym key, the sinks (ready before any data flows) and the sources. Every sink and source
+is made, and checked against the others (two MQTT connections may not share a client id on one
+broker: :func:`~edge_runtime.mqtt_link.check_client_ids`), before any of them connects.
+Leaving the context stops the sources, then flushes and closes the sinks.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
-from edge_runtime import payload
+from edge_runtime import mqtt_link, payload
 from edge_runtime.anonymiser import Anonymiser
 from edge_runtime.config import GatewayConfig
-from edge_runtime.decode import Decoders
+from edge_runtime.decode import Decoders, origin_bound
 from edge_runtime.metrics import Metrics, MetricsServer, PeriodicLog
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.pseudonym import Pseudonymiser, load_or_create_secret
@@ -38,15 +40,22 @@ def open_gateway(config: GatewayConfig, *, speed: str = "1") -> Iterator[Pipelin
 
     ctx = SourceContext(model_rate_hz=card.sample_rate_hz, speed=speed, mqtt=config.mqtt, metrics=metrics)
     stitcher = Stitcher(publish.stitch, card.window, card.hop)
+    sinks = [open_sink(url, publish=publish, mqtt=config.mqtt, metrics=metrics, status=status)
+             for url in config.pipeline.sinks]
+    sources = [open_source(url, ctx) for url in config.pipeline.sources]
+    named = zip((*config.pipeline.sinks, *config.pipeline.sources), (*sinks, *sources))
+    mqtt_link.check_client_ids([(url, part.settings) for url, part in named
+                                if isinstance(getattr(part, "settings", None), mqtt_link.MqttSettings)])
     with ExitStack() as stack:
         if config.metrics.prometheus_port:
             stack.enter_context(MetricsServer(metrics, config.metrics.prometheus_port, config.metrics.prometheus_host))
-        sinks = [stack.enter_context(open_sink(url, publish=publish, mqtt=config.mqtt, metrics=metrics, status=status))
-                 for url in config.pipeline.sinks]
-        sources = [stack.enter_context(open_source(url, ctx)) for url in config.pipeline.sources]
+        for part in (*sinks, *sources):
+            stack.enter_context(part)
+        shard = config.streams.shard_of()
         yield Pipeline(
             anonymiser=model, sources=sources, sinks=sinks,
             streams=StreamTable(card.window, card.hop, card.sample_rate_hz, config.streams, metrics, pseudonym),
-            decoders=Decoders(metrics, pseudonym), stitcher=stitcher, metrics=metrics, settings=config.pipeline,
+            decoders=Decoders(metrics, pseudonym, origin_bound(config.streams.max_devices, shard[1] if shard else 1)),
+            stitcher=stitcher, metrics=metrics, settings=config.pipeline,
             periodic=PeriodicLog(metrics, config.metrics.interval_s),
         )

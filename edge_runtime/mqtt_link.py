@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 from urllib.parse import parse_qsl
 
 from edge_runtime import mqtt_wire
@@ -75,7 +75,7 @@ class MqttSettings:
     tls_insecure: bool = False  # skip hostname checking (a test broker on an IP); never in production
     username: str = ""
     password_file: str = ""
-    client_id: str = ""  # empty: imu-anon-<random>; set it when the broker's ACL keys on client ids
+    client_id: str = ""  # empty: random; for an ACL keyed on ids, one per connection to a broker (?client_id=)
     keepalive_s: int = 30
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -141,6 +141,25 @@ def parse_url(url: str, defaults: MqttSettings, extra_keys: set[str]) -> tuple[M
     return settings, topic, {k: v for k, v in params.items() if k in extra_keys}
 
 
+def check_client_ids(uses: Sequence[tuple[str, MqttSettings]]) -> None:
+    """Refuse two connections to one broker (host and port as written) under one client id:
+    the broker keeps one connection per client id, so each would drop the other whenever it
+    reconnects, forever. ``uses``: each MQTT source or sink URL with its settings. Connections
+    without a client id get a random one; one id on two brokers is fine."""
+    seen: dict[tuple[str, int, str], str] = {}
+    for url, settings in uses:
+        if not settings.client_id:
+            continue
+        key = (settings.host.lower(), settings.port, settings.client_id)
+        if key in seen:
+            raise ConfigError(
+                f"{seen[key]!r} and {url!r} both connect to {settings.address} as client id "
+                f"{settings.client_id!r}; the broker keeps one connection per client id, so each would disconnect "
+                "the other, over and over. Give one of the URLs its own ?client_id= (e.g. "
+                f"?client_id={settings.client_id}-2; mqtt.client_id applies to every MQTT URL that sets none)")
+        seen[key] = url
+
+
 CLIENTS = ("lean", "paho")  # ?client= on an MQTT source or sink URL
 
 
@@ -171,6 +190,23 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext:
     context.check_hostname = not settings.tls_insecure
     context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+class Connections:
+    """One client's accepted connections, each logged; every one after the first is a reconnect,
+    counted through ``on_event`` as ``<role>_reconnects`` (``mqtt_in_reconnects``,
+    ``mqtt_out_reconnects``), as the serial port counts ``serial_reconnects``."""
+
+    def __init__(self, role: str, address: str, on_event: Callable[[str], None]) -> None:
+        self.role, self.address, self._on_event = role, address, on_event
+        self._counter = f"{role.replace('-', '_')}_reconnects"
+        self.count = 0
+
+    def connected(self) -> None:
+        log.info("%s: connected to %s", self.role, self.address)
+        if self.count:
+            self._on_event(self._counter)
+        self.count += 1
 
 
 class RefusedError(SinkError):
@@ -250,8 +286,10 @@ def try_dial(settings: MqttSettings, tls: ssl.SSLContext | None, connect: bytes,
 
 
 def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., None],
-                on_disconnect: Callable[..., None] | None = None, backoff: Backoff | None = None) -> mqtt.Client:
-    """A configured, not yet connected paho client; ``role`` names it in logs and client ids.
+                on_disconnect: Callable[..., None] | None = None, backoff: Backoff | None = None,
+                on_event: Callable[[str], None] = lambda name: None) -> mqtt.Client:
+    """A configured, not yet connected paho client; ``role`` names it in logs, client ids and
+    its reconnect counter (:class:`Connections`, reported through ``on_event``).
     ``on_connect(client, properties)`` gets the CONNACK's properties (None in MQTT 3.1.1)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -267,6 +305,7 @@ def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., 
     backoff = backoff or Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
     client.reconnect_delay_set(backoff.next(), settings.reconnect_max_s)
     state = {"up": False}
+    connections = Connections(role, settings.address, on_event)
 
     def _on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -276,7 +315,7 @@ def make_client(settings: MqttSettings, role: str, *, on_connect: Callable[..., 
         backoff.reset()
         c.reconnect_delay_set(backoff.next(), settings.reconnect_max_s)
         state["up"] = True
-        log.info("%s: connected to %s", role, settings.address)
+        connections.connected()
         on_connect(c, props if protocol == mqtt.MQTTv5 else None)
 
     def _on_disconnect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

@@ -97,6 +97,7 @@ class MqttSink(Sink):
         self._urgent: deque[bytes] = deque()  # status payloads, ahead of every window
         self._topics: dict[tuple[str, str], bytes] = {}
         self._backoff = mqtt_link.Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
+        self._connections = mqtt_link.Connections("mqtt-out", settings.address, metrics.inc)
         self._stopping, self._lost = threading.Event(), threading.Event()
         self._handoff: mqtt_link.Link | None = None  # set by the net thread, taken by the pipeline's
         self._retry_in = 0.0
@@ -139,7 +140,7 @@ class MqttSink(Sink):
         return self
 
     def _connect_forever(self) -> None:
-        address, delay = self.settings.address, 0.0
+        delay = 0.0
         while not self._stopping.is_set() and not (delay and self._stopping.wait(delay)):
             link = mqtt_link.try_dial(self.settings, self._tls, self._connect, self._online, v5=self._v5,
                                       backoff=self._backoff, role="mqtt-out", quiet=True)
@@ -150,7 +151,7 @@ class MqttSink(Sink):
                 link.sock.close()  # shutting down: the broker publishes the will, offline is true
                 return
             self._backoff.reset()
-            log.info("mqtt-out: connected to %s", address)
+            self._connections.connected()
             self._lost.clear()
             self._handoff = link
             self._lost.wait()  # the pipeline's thread sets it when the link breaks, __exit__ when we stop

@@ -50,7 +50,8 @@ class PahoMqttSink(Sink):
 
     def __enter__(self) -> "PahoMqttSink":
         backoff = mqtt_link.Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
-        client = mqtt_link.make_client(self.settings, "mqtt-out", on_connect=self._on_connect, backoff=backoff)
+        client = mqtt_link.make_client(self.settings, "mqtt-out", on_connect=self._on_connect, backoff=backoff,
+                                       on_event=self.metrics.inc)
         # paho's queue bounds what is in flight (every queued message is sent at once): with its
         # own in-flight limit left at 0, each PUBACK does not rescan the queue for a message to
         # release. _drain keeps the windows in flight under inflight_max.

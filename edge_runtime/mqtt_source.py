@@ -34,6 +34,7 @@ from typing import Any
 from edge_runtime import mqtt_link, mqtt_wire
 from edge_runtime.decode import Received
 from edge_runtime.errors import ConfigError
+from edge_runtime.metrics import Metrics
 from edge_runtime.mqtt_link import MqttSettings
 from edge_runtime.mqtt_wire import MqttProtocolError
 from edge_runtime.sources import Inbox, Source, SourceContext
@@ -58,9 +59,10 @@ def source_class(client: str, qos: int) -> type["MqttSourceBase"]:
 
 
 class MqttSourceBase(Source):
-    """What both MQTT sources share: the pattern, the device level, the URL."""
+    """What both MQTT sources share: the pattern, the device level, the URL, the metrics (each
+    connection after the first counts as ``mqtt_in_reconnects``)."""
 
-    def __init__(self, settings: MqttSettings, pattern: str, fmt: str, qos: int) -> None:
+    def __init__(self, settings: MqttSettings, pattern: str, fmt: str, qos: int, *, metrics: Metrics) -> None:
         super().__init__()
         if not pattern or pattern.startswith("$share/"):
             raise ConfigError(f"MQTT source topic {pattern!r}: give a pattern such as imu/+/raw "
@@ -68,7 +70,7 @@ class MqttSourceBase(Source):
         levels = pattern.split("/")
         self.device_level = levels.index("+") if "+" in levels else None
         self.name = f"mqtt-in:{settings.address}/{pattern}"
-        self.settings, self.pattern, self.fmt, self.qos = settings, pattern, fmt, qos
+        self.settings, self.pattern, self.fmt, self.qos, self.metrics = settings, pattern, fmt, qos, metrics
 
     @classmethod
     def from_url(cls, url: str, ctx: SourceContext) -> "MqttSourceBase":
@@ -87,7 +89,7 @@ class MqttSourceBase(Source):
             chosen = source_class(extra.get("client", "lean"), qos)
         except ConfigError as exc:
             raise ConfigError(f"{url!r}: {exc}") from None
-        return chosen(settings, topic or "imu/+/raw", fmt, qos)
+        return chosen(settings, topic or "imu/+/raw", fmt, qos, metrics=ctx.metrics)
 
     def device_of(self, topic: str) -> str | None:
         if self.device_level is None:
@@ -99,13 +101,14 @@ class MqttSourceBase(Source):
 class MqttSource(MqttSourceBase):
     """The lean subscriber (the module docstring says how it works)."""
 
-    def __init__(self, settings: MqttSettings, pattern: str, fmt: str, qos: int) -> None:
-        super().__init__(settings, pattern, fmt, qos)
+    def __init__(self, settings: MqttSettings, pattern: str, fmt: str, qos: int, *, metrics: Metrics) -> None:
+        super().__init__(settings, pattern, fmt, qos, metrics=metrics)
         if qos not in (0, 1):
             raise ConfigError(f"the lean MQTT source subscribes at QoS 0 or 1, not {qos}; add ?client=paho for QoS 2")
         mqtt_wire.check_filter(pattern)
         self._v5 = settings.protocol == "5"
         self._backoff = mqtt_link.Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
+        self._connections = mqtt_link.Connections("mqtt-in", settings.address, metrics.inc)
         self._origins: dict[bytes, tuple[str, str | None]] = {}  # topic bytes -> (origin, device)
         self._tls: ssl.SSLContext | None = None
         self._connect = self._subscribe = b""
@@ -133,7 +136,7 @@ class MqttSource(MqttSourceBase):
                     return
                 if clean:  # after a protocol error the delays keep growing: the same bytes may come again
                     self._backoff.reset()
-                log.info("mqtt-in: connected to %s", address)
+                self._connections.connected()
                 if self._serve(link, inbox):
                     return
             except MqttProtocolError as exc:

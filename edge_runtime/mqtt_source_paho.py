@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 
 from edge_runtime import mqtt_link
 from edge_runtime.decode import Received
+from edge_runtime.metrics import Metrics
 from edge_runtime.mqtt_link import MqttSettings
 from edge_runtime.mqtt_source import MqttSourceBase
 from edge_runtime.sources import Inbox
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class PahoMqttSource(MqttSourceBase):
-    def __init__(self, settings: MqttSettings, pattern: str, fmt: str, qos: int) -> None:
-        super().__init__(settings, pattern, fmt, qos)
+    def __init__(self, settings: MqttSettings, pattern: str, fmt: str, qos: int, *, metrics: Metrics) -> None:
+        super().__init__(settings, pattern, fmt, qos, metrics=metrics)
         self._client: mqtt.Client | None = None
 
     def start(self, inbox: Inbox) -> None:
@@ -41,7 +42,7 @@ class PahoMqttSource(MqttSourceBase):
             else:
                 log.info("mqtt-in: subscribed to %s", self.pattern)
 
-        client = mqtt_link.make_client(self.settings, "mqtt-in", on_connect=on_connect)
+        client = mqtt_link.make_client(self.settings, "mqtt-in", on_connect=on_connect, on_event=self.metrics.inc)
         client.on_message = on_message
         client.on_subscribe = on_subscribe
         self._client = client

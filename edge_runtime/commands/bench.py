@@ -145,12 +145,9 @@ def _capacity(args, result: dict, settings, card, other_cpus: list[int]) -> dict
     from edge_runtime.benchmark.broker import LocalBroker
     from edge_runtime.benchmark.capacity import CapacitySettings
     from edge_runtime.benchmark.search import find_capacity
-    from edge_runtime.decode import MAX_ORIGINS
 
     over = {"budget_ms": args.budget_ms, "max_wearables": args.max_wearables, "payload_format": args.format,
             "source": args.source}
-    if args.source == "mqtt" and args.max_wearables > MAX_ORIGINS:
-        over["max_wearables"] = MAX_ORIGINS  # one topic a wearable, one decoder a topic
     if args.step_s is not None:
         over["step_s"] = args.step_s
     if args.capacity_time_s is not None:

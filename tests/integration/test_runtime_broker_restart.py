@@ -57,3 +57,4 @@ def test_windows_produced_during_an_outage_arrive_after_it_up_to_the_buffer_boun
     assert len(indices) + dropped == total == counters["windows_anonymised"]
     assert missing == list(range(missing[0], missing[0] + dropped)), "the oldest waiting windows are the ones dropped"
     assert indices[-1] == total - 1 and "mqtt-out: connected" in runtime.log().split("mqtt-out: lost")[1]
+    assert counters["mqtt_out_reconnects"] == 1  # in the runtime's summary line, as serial_reconnects is

@@ -310,7 +310,8 @@ def test_windows_unacknowledged_when_a_link_breaks_are_sent_again_first_in_order
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_no_window_is_lost_when_the_broker_restarts_mid_stream(tmp_path: Path, client: str) -> None:
+def test_no_window_is_lost_when_the_broker_restarts_mid_stream_and_the_reconnect_is_counted(tmp_path: Path,
+                                                                                          client: str) -> None:
     # A broker that saves sessions, so the subscriber keeps its subscription over the restart.
     broker = Broker(tmp_path, extra_config=f"persistence true\npersistence_location {tmp_path}/\n")
     broker.start()
@@ -333,6 +334,7 @@ def test_no_window_is_lost_when_the_broker_restarts_mid_stream(tmp_path: Path, c
     indices = [w["index"] for w in recorder.windows()]
     assert sorted(set(indices)) == list(range(200))  # QoS 1: at least once, duplicates allowed
     assert metrics.snapshot().get("publish_dropped", 0) == 0
+    assert metrics.get("mqtt_out_reconnects") == 1
 
 
 @pytest.mark.parametrize("client", CLIENTS)

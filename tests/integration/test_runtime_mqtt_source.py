@@ -161,10 +161,12 @@ def test_a_burst_far_beyond_the_brokers_inflight_window_arrives_complete(tmp_pat
     assert sum(inbox.batches) == total and max(inbox.batches) > 1  # reads of several messages, handed over at once
 
 
-def test_after_a_broker_restart_the_source_reconnects_resubscribes_and_receives(broker: Broker, caplog) -> None:
+@pytest.mark.parametrize("client", ["lean", "paho"])
+def test_after_a_broker_restart_the_source_reconnects_resubscribes_receives_and_counts_it(broker: Broker, caplog,
+                                                                                        client: str) -> None:
     caplog.set_level(logging.INFO)
     inbox = Inbox(100, Metrics())
-    with source_for(f"{broker.url}/imu/+/raw") as source:
+    with source_for(f"{broker.url}/imu/+/raw?client={client}") as source:
         source.start(inbox)
         assert wait(subscribed(caplog))
         publisher = Publisher(broker.port)
@@ -181,10 +183,11 @@ def test_after_a_broker_restart_the_source_reconnects_resubscribes_and_receives(
         publisher.close()
         got = collect(inbox, 1)
     assert [(item.origin, item.data) for item in got] == [("mqtt:imu/b/raw", b"after")]
-    warnings = [r.getMessage() for r in caplog.records if r.name == "edge_runtime.mqtt_source"
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("edge_runtime.mqtt")
                 and r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "reconnecting" in warnings[0]  # the outage is logged once
     assert caplog.text.count("mqtt-in: connected to") == 2
+    assert source.metrics.get("mqtt_in_reconnects") == 1
 
 
 class FakeBroker:
