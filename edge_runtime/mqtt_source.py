@@ -10,7 +10,7 @@ deals one wearer's messages round-robin to several runtimes, which would split i
 give each runtime a ``streams.shard = "k/n"`` or its own topic subset instead (see deploy/).
 
 How: this client speaks the subscribing side of MQTT 5 and 3.1.1 itself
-(:mod:`edge_runtime.mqtt_wire`) on one thread, ``mqtt-in:<broker>/<pattern>``, which connects
+(:mod:`edge_runtime.mqtt_wire_in`) on one thread, ``mqtt-in:<broker>/<pattern>``, which connects
 (:func:`edge_runtime.mqtt_link.dial`: TCP, TLS, CONNECT/CONNACK, then SUBSCRIBE), reads the
 socket 64 KiB at a time, cuts every PUBLISH out of a read in one pass, hands the read's
 messages to the inbox in one :meth:`~edge_runtime.sources.Inbox.offer_many` (a full inbox drops
@@ -31,7 +31,7 @@ import time
 import uuid
 from typing import Any
 
-from edge_runtime import mqtt_link, mqtt_wire
+from edge_runtime import mqtt_link, mqtt_wire, mqtt_wire_in
 from edge_runtime.decode import Received
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import Metrics
@@ -105,7 +105,7 @@ class MqttSource(MqttSourceBase):
         super().__init__(settings, pattern, fmt, qos, metrics=metrics)
         if qos not in (0, 1):
             raise ConfigError(f"the lean MQTT source subscribes at QoS 0 or 1, not {qos}; add ?client=paho for QoS 2")
-        mqtt_wire.check_filter(pattern)
+        mqtt_wire_in.check_filter(pattern)
         self._v5 = settings.protocol == "5"
         self._backoff = mqtt_link.Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._connections = mqtt_link.Connections("mqtt-in", settings.address, metrics.inc)
@@ -120,7 +120,7 @@ class MqttSource(MqttSourceBase):
         self._connect = mqtt_wire.connect(client_id=client_id, protocol=s.protocol, keepalive_s=s.keepalive_s,
                                           username=s.username or None, password=s.password() if s.username else None,
                                           maximum_packet_size=MAX_PACKET)
-        self._subscribe = mqtt_wire.subscribe(self.pattern, self.qos, SUBSCRIBE_ID, v5=self._v5)
+        self._subscribe = mqtt_wire_in.subscribe(self.pattern, self.qos, SUBSCRIBE_ID, v5=self._v5)
         super().start(inbox)
 
     def _run(self, inbox: Inbox) -> None:
@@ -156,9 +156,9 @@ class MqttSource(MqttSourceBase):
         keepalive = link.connack.server_keep_alive
         keepalive = self.settings.keepalive_s if keepalive is None else keepalive
         ping_every, dead_after = (keepalive / 2, keepalive * 1.5) if keepalive else (float("inf"),) * 2
-        reader = mqtt_wire.MessageReader(v5=v5, max_packet=MAX_PACKET)
+        reader = mqtt_wire_in.MessageReader(v5=v5, max_packet=MAX_PACKET)
         origins, name, offer_many, recv, sendall = self._origins, self._name, inbox.offer_many, sock.recv, sock.sendall
-        monotonic, timeout, pubacks = time.monotonic, socket.timeout, mqtt_wire.pubacks
+        monotonic, timeout, pubacks = time.monotonic, socket.timeout, mqtt_wire_in.pubacks
         data: bytes | None = b"".join(bytes((first,)) + mqtt_wire.remaining_length(len(body)) + body
                                       for first, body in link.rest) + link.reader.pending or None
         last_in = last_out = monotonic()
@@ -199,7 +199,7 @@ class MqttSource(MqttSourceBase):
                 data = None
 
     def _name(self, raw: bytes) -> tuple[str, str | None]:
-        topic = mqtt_wire.topic_name(raw)
+        topic = mqtt_wire_in.topic_name(raw)
         if len(self._origins) >= TOPIC_CACHE_MAX:
             self._origins.clear()
         named = self._origins[raw] = (f"mqtt:{topic}", self.device_of(topic))
@@ -210,7 +210,7 @@ class MqttSource(MqttSourceBase):
         for first, body in packets:
             kind = first >> 4
             if kind == mqtt_wire.SUBACK:
-                _, codes = mqtt_wire.parse_suback(body, self._v5)
+                _, codes = mqtt_wire_in.parse_suback(body, self._v5)
                 if any(code >= 0x80 for code in codes):
                     log.error("mqtt-in: the broker refused the subscription to %s (%s); check its ACL", self.pattern,
                               ", ".join(mqtt_wire.reason_name(code) for code in codes if code >= 0x80))

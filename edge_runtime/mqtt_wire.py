@@ -16,9 +16,8 @@ PUBACK, PINGREQ/PINGRESP and DISCONNECT; this module builds and reads exactly th
   that is not MQTT a broker would send raises :class:`MqttProtocolError`; the caller drops
   the connection and reconnects.
 
-The subscribing side (the MQTT source) adds SUBSCRIBE/SUBACK and the PUBLISH packets a broker
-delivers: :class:`MessageReader` cuts them out of a recv's bytes in one pass, with the topic
-left as bytes (the source names each distinct topic once) and the payload as ``bytes``.
+The subscribing side (the MQTT source) is :mod:`edge_runtime.mqtt_wire_in`; what both sides
+share (CONNECT, CONNACK, properties, DISCONNECT, the stream cutter's state) is here.
 """
 
 from __future__ import annotations
@@ -64,9 +63,9 @@ _PROPERTIES = {0x01: _BYTE, 0x02: _FOUR, 0x03: _UTF8, 0x08: _UTF8, 0x09: _BINARY
                0x12: _UTF8, 0x13: _TWO, 0x15: _UTF8, 0x16: _BINARY, 0x17: _BYTE, 0x18: _FOUR, 0x19: _BYTE,
                0x1A: _UTF8, 0x1C: _UTF8, 0x1F: _UTF8, 0x21: _TWO, 0x22: _TWO, 0x23: _TWO, 0x24: _BYTE,
                0x25: _BYTE, 0x26: _PAIR, 0x27: _FOUR, 0x28: _BYTE, 0x29: _BYTE, 0x2A: _BYTE}
-_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
+U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 _PREFIX2, _PID_PROPS = struct.Struct(">BBB"), struct.Struct(">HB")  # see header_maker
-_ONE_BYTE = [bytes((i,)) for i in range(256)]
+ONE_BYTE = [bytes((i,)) for i in range(256)]
 
 
 class MqttProtocolError(SinkError):
@@ -84,7 +83,7 @@ def reason_name(code: int, *, v5: bool = True) -> str:
 def remaining_length(n: int) -> bytes:
     """The variable-length integer of the fixed header (1-4 bytes, 7 bits each, low first)."""
     if n < 128:
-        return _ONE_BYTE[n] if n >= 0 else _bad_length(n)
+        return ONE_BYTE[n] if n >= 0 else _bad_length(n)
     if n < 16384:
         return bytes((n & 127 | 128, n >> 7))
     if n > MAX_REMAINING:
@@ -101,24 +100,24 @@ def _bad_length(n: int) -> bytes:
     raise ValueError(f"an MQTT packet body must be 0..{MAX_REMAINING} bytes, got {n}")
 
 
-def _string(text: str, what: str) -> bytes:
+def utf8_field(text: str, what: str) -> bytes:
     data = text.encode("utf-8")
     if len(data) > 65535 or "\x00" in text:
         raise ConfigError(f"{what} {text[:40]!r}... must be at most 65,535 UTF-8 bytes without NUL characters")
-    return _U16.pack(len(data)) + data
+    return U16.pack(len(data)) + data
 
 
 def _binary(data: bytes, what: str) -> bytes:
     if len(data) > 65535:
         raise ConfigError(f"{what} must be at most 65,535 bytes, got {len(data)}")
-    return _U16.pack(len(data)) + data
+    return U16.pack(len(data)) + data
 
 
 def topic_field(topic: str) -> bytes:
     """A topic name as PUBLISH carries it (length + UTF-8); computed once per stream and reused."""
     if not topic or "+" in topic or "#" in topic:
         raise ConfigError(f"cannot publish to {topic!r}: a topic name is non-empty and has no + or # wildcards")
-    return _string(topic, "topic")
+    return utf8_field(topic, "topic")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,14 +145,14 @@ def connect(*, client_id: str, protocol: str = "5", keepalive_s: int = 30, clean
     if not 0 <= keepalive_s <= 65535:
         raise ConfigError(f"mqtt keepalive must be 0..65535 s, got {keepalive_s}")
     flags = (0x02 if clean_start else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    payload = _string(client_id, "client id")
+    payload = utf8_field(client_id, "client id")
     if will is not None:
         if will.qos not in (0, 1, 2):
             raise ConfigError(f"will qos must be 0, 1 or 2, got {will.qos}")
         flags |= 0x04 | will.qos << 3 | (0x20 if will.retain else 0)
         payload += (b"\x00" if v5 else b"") + topic_field(will.topic) + _binary(will.payload, "will payload")
     if username is not None:
-        payload += _string(username, "user name")
+        payload += utf8_field(username, "user name")
     if password is not None:
         payload += _binary(password.encode("utf-8"), "password")
     props = b""
@@ -161,8 +160,8 @@ def connect(*, client_id: str, protocol: str = "5", keepalive_s: int = 30, clean
         if not 0 < maximum_packet_size <= 0xFFFFFFFF:
             raise ConfigError(f"maximum packet size must be 1..4,294,967,295 bytes, got {maximum_packet_size}")
         props = b"\x27" + _U32.pack(maximum_packet_size)
-    body = b"\x00\x04MQTT" + bytes((LEVELS[protocol], flags)) + _U16.pack(keepalive_s)
-    body += _ONE_BYTE[len(props)] + props if v5 else b""
+    body = b"\x00\x04MQTT" + bytes((LEVELS[protocol], flags)) + U16.pack(keepalive_s)
+    body += ONE_BYTE[len(props)] + props if v5 else b""
     body += payload
     return b"\x10" + remaining_length(len(body)) + body
 
@@ -237,16 +236,16 @@ def parse_properties(data: bytes, pos: int) -> tuple[dict[int, Any], int]:
             if kind == _BYTE:
                 value, pos = data[pos], pos + 1
             elif kind == _TWO:
-                value, pos = _U16.unpack_from(data, pos)[0], pos + 2
+                value, pos = U16.unpack_from(data, pos)[0], pos + 2
             elif kind == _FOUR:
                 value, pos = _U32.unpack_from(data, pos)[0], pos + 4
             elif kind == _VARINT:
                 value, pos = _varint(data, pos)
             else:
-                size = _U16.unpack_from(data, pos)[0]
+                size = U16.unpack_from(data, pos)[0]
                 value, pos = bytes(data[pos + 2:pos + 2 + size]), pos + 2 + size
                 if kind == _PAIR:
-                    size2 = _U16.unpack_from(data, pos)[0]
+                    size2 = U16.unpack_from(data, pos)[0]
                     value, pos = (value.decode("utf-8"), data[pos + 2:pos + 2 + size2].decode("utf-8")), pos + 2 + size2
                     out.setdefault(ident, []).append(value)
                     continue
@@ -265,10 +264,10 @@ def publish_header(topic: bytes, payload_len: int, qos: int, packet_id: int = 0,
     """Every byte of a PUBLISH before its payload. ``topic`` comes from :func:`topic_field`;
     ``packet_id`` (1..65535) only at QoS 1. MQTT 5 properties are empty."""
     if qos:
-        tail = _U16.pack(packet_id) + b"\x00" if v5 else _U16.pack(packet_id)
+        tail = U16.pack(packet_id) + b"\x00" if v5 else U16.pack(packet_id)
     else:
         tail = b"\x00" if v5 else b""
-    return (_ONE_BYTE[0x30 | dup << 3 | qos << 1 | retain] + remaining_length(len(topic) + len(tail) + payload_len)
+    return (ONE_BYTE[0x30 | dup << 3 | qos << 1 | retain] + remaining_length(len(topic) + len(tail) + payload_len)
             + topic + tail)
 
 
@@ -279,9 +278,9 @@ def header_maker(qos: int, v5: bool) -> Callable[[bytes, int, int], bytes]:
     fixed header and one for the packet id."""
     first = 0x30 | qos << 1
     extra = (2 if qos else 0) + (1 if v5 else 0)
-    prefix, general = _PREFIX2.pack, _ONE_BYTE[first]
+    prefix, general = _PREFIX2.pack, ONE_BYTE[first]
     if qos:
-        tail = _PID_PROPS.pack if v5 else _U16.pack
+        tail = _PID_PROPS.pack if v5 else U16.pack
         if v5:
             def make(topic: bytes, payload_len: int, packet_id: int) -> bytes:
                 n = len(topic) + 3 + payload_len
@@ -315,7 +314,7 @@ def parse_puback(body: bytes, v5: bool) -> tuple[int, int]:
     """-> (packet id, reason code); reason codes >= 0x80 mean the broker refused the message."""
     if len(body) < 2 or (not v5 and len(body) != 2):
         raise MqttProtocolError(f"malformed PUBACK: {body[:16].hex()}")
-    packet_id = _U16.unpack_from(body)[0]
+    packet_id = U16.unpack_from(body)[0]
     if len(body) >= 4:
         parse_properties(body, 3)
     return packet_id, body[2] if len(body) > 2 else 0
@@ -325,7 +324,7 @@ def disconnect(*, v5: bool, reason: int = 0) -> bytes:
     """DISCONNECT; a normal one (reason 0) tells the broker not to publish the will."""
     if reason and not v5:
         raise ValueError("MQTT 3.1.1 DISCONNECT carries no reason code")
-    return b"\xe0\x00" if not reason else b"\xe0\x02" + _ONE_BYTE[reason] + b"\x00"
+    return b"\xe0\x00" if not reason else b"\xe0\x02" + ONE_BYTE[reason] + b"\x00"
 
 
 def parse_disconnect(body: bytes) -> tuple[int, str | None]:
@@ -347,7 +346,7 @@ class Incoming(NamedTuple):
     packets: list[tuple[int, bytes]]  # anything else: (first byte, body)
 
 
-class _StreamCutter:
+class StreamCutter:
     """What both readers keep between reads: at most one incomplete packet."""
 
     def __init__(self, *, v5: bool, max_packet: int = 1 << 20) -> None:
@@ -359,7 +358,7 @@ class _StreamCutter:
         return len(self._buf)
 
 
-class PacketReader(_StreamCutter):
+class PacketReader(StreamCutter):
     """Cuts the broker's byte stream into packets; keeps at most one incomplete packet."""
 
     @property
@@ -381,7 +380,7 @@ class PacketReader(_StreamCutter):
                 if count:  # a run of same-length PUBACKs: compare every stride-th byte at C speed
                     end = pos + stride * count
                     heads, sizes = buf[pos:end:stride], buf[pos + 1:end:stride]
-                    run = count - max(len(heads.lstrip(b"\x40")), len(sizes.lstrip(_ONE_BYTE[stride - 2])))
+                    run = count - max(len(heads.lstrip(b"\x40")), len(sizes.lstrip(ONE_BYTE[stride - 2])))
                     end = pos + stride * run
                     acked.extend(_acks(stride, run).unpack_from(buf, pos))
                     if stride == 5 and max(buf[pos + 4:end:5]) >= 0x80:
@@ -418,176 +417,3 @@ class PacketReader(_StreamCutter):
                 packets.append((first, body))
         self._buf = buf[pos:] if pos < n else b""
         return Incoming(acked, refused, packets)
-
-
-# -- the subscribing side ------------------------------------------------------------------------
-
-SUBSCRIBE_FIRST = 0x82  # SUBSCRIBE's fixed flags are 0010
-# First bytes a broker may send a subscriber that never publishes nor unsubscribes: PUBLISH at
-# QoS 0 or 1 (any DUP and RETAIN), SUBACK, PINGRESP and (MQTT 5) DISCONNECT. A PUBACK, PUBREC,
-# PUBREL or PUBCOMP would answer nothing we sent, a QoS 2 PUBLISH needs a subscription we never
-# make, and the CONNACK was read before (``mqtt_link.dial``).
-_TO_SUBSCRIBER_V3 = bytes(int(f >> 4 == PUBLISH and (f >> 1 & 3) < 2 or f in (SUBACK << 4, PINGRESP << 4))
-                          for f in range(256))
-_TO_SUBSCRIBER_V5 = bytes(ok or f == DISCONNECT << 4 for f, ok in enumerate(_TO_SUBSCRIBER_V3))
-
-
-def check_filter(pattern: str) -> None:
-    """A topic filter as SUBSCRIBE carries it: ``+`` a whole level, ``#`` only as the whole last one."""
-    levels = pattern.split("/")
-    bad = [lv for lv in levels if ("+" in lv or "#" in lv) and len(lv) > 1]
-    if not pattern or bad or "#" in levels[:-1] or "\x00" in pattern:
-        raise ConfigError(f"topic filter {pattern!r}: + and # stand for whole levels, # only as the last one "
-                          "(e.g. imu/+/raw or imu/#)")
-
-
-def subscribe(pattern: str, qos: int, packet_id: int, *, v5: bool) -> bytes:
-    """A SUBSCRIBE for one topic filter at ``qos``; MQTT 5 options other than the QoS are the
-    defaults (retained messages sent, local messages too) and there are no properties."""
-    check_filter(pattern)
-    if qos not in (0, 1, 2) or not 1 <= packet_id <= 65535:
-        raise ValueError(f"a SUBSCRIBE is QoS 0-2 with a packet id 1..65535; got {qos}, {packet_id}")
-    body = _U16.pack(packet_id) + (b"\x00" if v5 else b"") + _string(pattern, "topic filter") + _ONE_BYTE[qos]
-    return _ONE_BYTE[SUBSCRIBE_FIRST] + remaining_length(len(body)) + body
-
-
-def parse_suback(body: bytes, v5: bool) -> tuple[int, list[int]]:
-    """-> (packet id, one code per filter): the QoS granted (0-2), or a refusal (>= 0x80)."""
-    if len(body) < 3:
-        raise MqttProtocolError(f"malformed SUBACK: {body[:16].hex()}")
-    pos = parse_properties(body, 2)[1] if v5 else 2
-    codes = list(body[pos:])
-    if not codes or any(2 < c < 0x80 for c in codes) or (not v5 and any(c > 2 and c != 0x80 for c in codes)):
-        raise MqttProtocolError(f"malformed SUBACK: {body[:16].hex()}")
-    return _U16.unpack_from(body)[0], codes
-
-
-def pubacks(packet_ids: list[int]) -> bytes:
-    """A PUBACK (reason Success: the same four bytes in MQTT 3.1.1 and 5) for each id, in one
-    ``struct`` call: each is the big-endian integer 0x4002_0000 + id."""
-    return _pubacks(len(packet_ids)).pack(*[0x40020000 | pid for pid in packet_ids])
-
-
-@functools.lru_cache(maxsize=256)
-def _pubacks(count: int) -> struct.Struct:
-    return struct.Struct(f">{count}I")
-
-
-class Publish(NamedTuple):
-    topic: str
-    payload: bytes
-    qos: int
-    packet_id: int  # 0 at QoS 0
-    retain: bool
-    dup: bool
-    properties: dict[int, Any]  # MQTT 5; empty in 3.1.1
-
-
-def parse_publish(first: int, body: bytes, v5: bool) -> Publish:
-    """One PUBLISH a broker delivers, in full (the reader's fast path gives topic and payload only).
-    QoS 2 and topic aliases are refused: we subscribe at QoS 0 or 1 and allow no aliases."""
-    got = MessageReader(v5=v5, max_packet=MAX_REMAINING).feed(_ONE_BYTE[first] + remaining_length(len(body)) + body)
-    if len(got.messages) != 1 or got.packets:
-        raise MqttProtocolError(f"not a PUBLISH: 0x{first:02x}")
-    topic, payload = got.messages[0]
-    qos = first >> 1 & 3
-    properties: dict[int, Any] = {}
-    if v5:
-        properties = parse_properties(body, 2 + len(topic) + (2 if qos else 0))[0]
-    return Publish(topic_name(topic), payload, qos, got.acks[0] if qos else 0, bool(first & 1), bool(first & 8),
-                   properties)
-
-
-def topic_name(raw: bytes) -> str:
-    """A delivered topic's bytes as text; a subscriber names each distinct topic once."""
-    try:
-        topic = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MqttProtocolError(f"a PUBLISH topic that is not UTF-8: {raw[:40]!r}") from None
-    if "+" in topic or "#" in topic or "\x00" in topic:
-        raise MqttProtocolError(f"a PUBLISH topic with wildcards or NUL: {topic[:40]!r}")
-    return topic
-
-
-class Inbound(NamedTuple):
-    messages: list[tuple[bytes, bytes]]  # (topic as UTF-8 bytes, payload) of every PUBLISH, in order
-    acks: list[int]  # packet ids of the QoS 1 messages among them: PUBACK each once handed on
-    packets: list[tuple[int, bytes]]  # anything else: (first byte, body)
-
-
-class MessageReader(_StreamCutter):
-    """Cuts a subscriber's byte stream into delivered messages and other packets; keeps at most
-    one incomplete packet, refuses one longer than ``max_packet`` before buffering it."""
-
-    def feed(self, data: bytes) -> Inbound:
-        buf = self._buf + data if self._buf else data
-        n, pos, v5, limit = len(buf), 0, self.v5, self.max_packet
-        ok = _TO_SUBSCRIBER_V5 if v5 else _TO_SUBSCRIBER_V3
-        messages: list[tuple[bytes, bytes]] = []
-        acks: list[int] = []
-        packets: list[tuple[int, bytes]] = []
-        append = messages.append
-        try:
-            while pos < n:
-                first = buf[pos]
-                if not ok[first]:
-                    raise MqttProtocolError(f"byte 0x{first:02x} starts no packet an MQTT {'5' if v5 else '3.1.1'} "
-                                            "broker sends to a QoS 0/1 subscriber")
-                if pos + 1 >= n:
-                    break
-                length, i = buf[pos + 1], pos + 2
-                if length > 127:
-                    length, i = _long_length(buf, pos + 1)
-                    if i < 0:
-                        break
-                if length > limit:
-                    raise MqttProtocolError(f"a {length}-byte packet exceeds the {limit} bytes we accept")
-                end = i + length
-                if end > n:
-                    break
-                if first < 0x40:  # PUBLISH (the table lets only QoS 0 and 1 through)
-                    # Read as if well formed (a short packet reads into the next one, or past the
-                    # buffer: IndexError), then check that it was.
-                    start = i + 2
-                    at = topic_end = start + (buf[i] << 8 | buf[i + 1])
-                    if first & 2:
-                        packet_id = buf[at] << 8 | buf[at + 1]
-                        acks.append(packet_id)
-                        at += 2
-                    if v5:
-                        at = _skip_properties(buf, at, end) if buf[at] else at + 1
-                    if at > end or topic_end == start or first & 2 and not packet_id:
-                        raise _malformed(buf, pos, end)
-                    append((buf[start:topic_end], buf[at:end]))
-                else:
-                    packets.append((first, buf[i:end]))
-                pos = end
-        except IndexError:
-            raise _malformed(buf, pos, n) from None
-        self._buf = buf[pos:] if pos < n else b""
-        return Inbound(messages, acks, packets)
-
-
-def _malformed(buf: bytes, pos: int, end: int) -> MqttProtocolError:
-    return MqttProtocolError(f"malformed PUBLISH: {buf[pos:min(end, pos + 24)].hex()}")
-
-
-def _long_length(buf: bytes, at: int) -> tuple[int, int]:
-    """The remaining length at ``at`` -> (length, index after it); (0, -1) when it is incomplete."""
-    length, shift = 0, 0
-    for i in range(at, min(at + 4, len(buf))):
-        length |= (buf[i] & 127) << shift
-        if buf[i] < 128:
-            return length, i + 1
-        shift += 7
-    if len(buf) - at >= 4:
-        raise MqttProtocolError("remaining length longer than four bytes")
-    return 0, -1
-
-
-def _skip_properties(buf: bytes, at: int, end: int) -> int:
-    """Past a delivered PUBLISH's MQTT 5 properties (parsed, so malformed ones are caught)."""
-    props, after = parse_properties(buf[at:end], 0)
-    if 0x23 in props:
-        raise MqttProtocolError("a topic alias from the broker, which we never allowed (no Topic Alias Maximum)")
-    return at + after

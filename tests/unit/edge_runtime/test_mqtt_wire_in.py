@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime import mqtt_wire as w
+from edge_runtime import mqtt_wire, mqtt_wire_in as w
 from edge_runtime.errors import ConfigError
 from edge_runtime.mqtt_wire import MqttProtocolError
 
@@ -55,12 +55,12 @@ def test_pubacks_for_a_read_go_out_as_one_byte_string() -> None:
 
 
 def test_a_subscribers_connect_tells_an_mqtt_5_broker_its_maximum_packet_size() -> None:
-    v5 = w.connect(client_id="c", protocol="5", keepalive_s=60, maximum_packet_size=1 << 20)
+    v5 = mqtt_wire.connect(client_id="c", protocol="5", keepalive_s=60, maximum_packet_size=1 << 20)
     assert v5 == H("1013 00044d515454 05 02 003c 05 2700100000 000163")
-    assert w.connect(client_id="c", protocol="3.1.1", keepalive_s=60, maximum_packet_size=1 << 20) == \
-        w.connect(client_id="c", protocol="3.1.1", keepalive_s=60)  # 3.1.1 cannot say it
+    assert mqtt_wire.connect(client_id="c", protocol="3.1.1", keepalive_s=60, maximum_packet_size=1 << 20) == \
+        mqtt_wire.connect(client_id="c", protocol="3.1.1", keepalive_s=60)  # 3.1.1 cannot say it
     with pytest.raises(ConfigError):
-        w.connect(client_id="c", maximum_packet_size=0)
+        mqtt_wire.connect(client_id="c", maximum_packet_size=0)
 
 
 @pytest.mark.parametrize("v5", [True, False])
@@ -68,7 +68,7 @@ def test_a_subscribers_connect_tells_an_mqtt_5_broker_its_maximum_packet_size() 
 @pytest.mark.parametrize("size", [0, 1, 100, 20000])
 def test_a_delivered_publish_reads_back_as_written(v5: bool, qos: int, size: int) -> None:
     payload = bytes(i % 256 for i in range(size))
-    packet = w.publish("imu/wearer-7/raw", payload, qos, 513 if qos else 0, retain=True, dup=bool(qos), v5=v5)
+    packet = mqtt_wire.publish("imu/wearer-7/raw", payload, qos, 513 if qos else 0, retain=True, dup=bool(qos), v5=v5)
     got = w.parse_publish(packet[0], _body(packet), v5)
     assert got == w.Publish("imu/wearer-7/raw", payload, qos, 513 if qos else 0, True, bool(qos), {})
     assert type(got.payload) is bytes
@@ -86,16 +86,16 @@ def test_mqtt_5_properties_of_a_delivered_publish_are_read_and_skipped() -> None
     got = w.parse_publish(0x32, body, v5=True)
     assert (got.topic, got.payload, got.packet_id) == ("a/b", b"payload", 9)
     assert got.properties == {0x01: 1, 0x02: 60, 0x26: [("a", "b")], 0x0B: 5}
-    inbound = w.MessageReader(v5=True).feed(b"\x32" + w.remaining_length(len(body)) + body)
+    inbound = w.MessageReader(v5=True).feed(b"\x32" + mqtt_wire.remaining_length(len(body)) + body)
     assert inbound == w.Inbound([(b"a/b", b"payload")], [9], [])
 
 
 def _stream(v5: bool) -> tuple[bytes, list[tuple[bytes, bytes]], list[int]]:
-    parts, messages, acks = [w.PINGRESP_PACKET], [], []
+    parts, messages, acks = [mqtt_wire.PINGRESP_PACKET], [], []
     for i in range(12):
         qos = i % 2
         topic, payload = f"imu/d{i % 3}/raw", bytes([i]) * (i * 23)
-        parts.append(w.publish(topic, payload, qos, i + 1 if qos else 0, retain=i == 4, v5=v5))
+        parts.append(mqtt_wire.publish(topic, payload, qos, i + 1 if qos else 0, retain=i == 4, v5=v5))
         messages.append((topic.encode(), payload))
         acks += [i + 1] if qos else []
     parts.insert(3, H("9004 0001 00 01") if v5 else H("9003 0001 01"))
@@ -163,9 +163,9 @@ def test_what_no_broker_sends_a_subscriber_is_a_protocol_error(v5: bool, garbage
 
 def test_an_oversized_message_is_refused_from_its_header_alone() -> None:
     with pytest.raises(MqttProtocolError, match="exceeds the 1000 bytes"):
-        w.MessageReader(v5=True, max_packet=1000).feed(b"\x30" + w.remaining_length(1001) + b"\x00\x01a")
+        w.MessageReader(v5=True, max_packet=1000).feed(b"\x30" + mqtt_wire.remaining_length(1001) + b"\x00\x01a")
     reader = w.MessageReader(v5=True, max_packet=1000)
-    assert reader.feed(b"\x30" + w.remaining_length(1000)).messages == [] and reader.buffered == 3
+    assert reader.feed(b"\x30" + mqtt_wire.remaining_length(1000)).messages == [] and reader.buffered == 3
     with pytest.raises(MqttProtocolError, match="longer than four bytes"):
         w.MessageReader(v5=True).feed(H("30ffffffff01"))
 
