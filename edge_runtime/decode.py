@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -41,6 +40,11 @@ FORMATS = ("frames", "csv", "json", "mqtt")  # "mqtt": JSON when the payload sta
 GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0}
 MAX_JSON_SAMPLES = 1000
 MAX_ORIGINS = 1024  # the decoder table's floor (see origin_bound), and its size where none is given
+# An origin silent this long may give its decoder to a new one when the table is full. A live
+# wearable repeats its HELLO every few seconds (2 s by default) and a rebooted one sends it at
+# once, while one silent for a minute is gone: its stream has long been cut (streams.silence_s)
+# and, should it come back, its next HELLO (a few seconds) is all it loses.
+ORIGIN_IDLE_S = 60.0
 
 
 class Received:
@@ -118,9 +122,10 @@ def origin_bound(max_devices: int, shards: int = 1) -> int:
 
     Over MQTT every topic is an origin, and a sharded runtime decodes the topics of every shard
     before it keeps its own devices, so it sees up to ``max_devices * shards`` origins at once.
-    Twice that leaves room for devices coming and going (a silent origin is the first to leave)
-    and for stray topics; never fewer than ``MAX_ORIGINS``, so serial ports, files and a fleet
-    larger than ``max_devices`` (whose extra devices the streams refuse) fit as before."""
+    Twice that leaves room for devices coming and going (an origin silent for ``ORIGIN_IDLE_S``
+    gives its place to a new one) and for stray topics; never fewer than ``MAX_ORIGINS``, so
+    serial ports, files and a fleet larger than ``max_devices`` (whose extra devices the streams
+    refuse) fit as before."""
     return max(MAX_ORIGINS, 2 * max_devices * shards)
 
 
@@ -128,23 +133,34 @@ class Decoders:
     """One decoder per origin; blocks from a transport-vouched device must carry that id.
 
     At most ``max_origins`` decoders are kept (:func:`origin_bound` sizes them from the
-    configuration). Beyond that the least recently heard origin's decoder is dropped, which
-    loses its state (a device's HELLO: its frames wait for the next one), so that is logged once
-    and counted (``origins_evicted``)."""
+    configuration), first come, first served, like the streams' ``max_devices``. When the table
+    is full, a new origin takes the place of the least recently heard one only if that one has
+    been silent for ``idle_s`` (its decoder state, a HELLO, is dropped: counted as
+    ``origins_evicted``, logged once). Otherwise the new origin's item is dropped (each such item
+    counted as ``origins_refused``, logged once) and it tries again with its next item, so a
+    flood of topics never takes the decoders of live devices. Time is the items' ``at``."""
 
-    def __init__(self, metrics: Metrics, pseudonym: Callable[[str], str], max_origins: int = MAX_ORIGINS) -> None:
+    def __init__(self, metrics: Metrics, pseudonym: Callable[[str], str], max_origins: int = MAX_ORIGINS, *,
+                 idle_s: float = ORIGIN_IDLE_S) -> None:
         if not (isinstance(max_origins, int) and max_origins > 0):
             raise ConfigError(f"the decoders need room for at least one origin, got {max_origins!r}")
-        self.metrics, self.pseudonym, self.max_origins = metrics, pseudonym, max_origins
-        self._decoders: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        if not (isinstance(idle_s, (int, float)) and idle_s > 0):
+            raise ConfigError(f"the decoders' idle time must be a positive number of seconds, got {idle_s!r}")
+        self.metrics, self.pseudonym, self.max_origins, self.idle_s = metrics, pseudonym, max_origins, idle_s
+        self._decoders: dict[tuple[str, str], Any] = {}
+        # When each origin was last heard: a plain dict store per item costs less than keeping an
+        # OrderedDict in LRU order, and the oldest is only looked for when the table is full.
+        self._heard: dict[tuple[str, str], float] = {}
+        self._idle: list[tuple[str, str]] = []  # candidates found silent by the last look, the oldest last
+        self._look_at = -math.inf  # no origin outside self._idle can be silent for idle_s before this
         self._retired: dict[str, int] = {}  # counters of evicted decoders, so totals never go down
-        self._evicted = 0
+        self._evicted = self._refused = 0
         self._noted: set[tuple[str, str]] = set()
         metrics.add_collector(self.counters)
 
     def counters(self) -> dict[str, int]:
         out = dict(self._retired)
-        out["origins_evicted"] = self._evicted
+        out["origins_evicted"], out["origins_refused"] = self._evicted, self._refused
         for dec in list(self._decoders.values()):
             for name, value in dict(getattr(dec, "counters", {})).items():
                 if isinstance(value, int):
@@ -160,19 +176,61 @@ class Decoders:
                 log.warning("%s: %s", who, message)
         return note
 
+    def _silent(self, now: float) -> tuple[str, str] | None:
+        """The least recently heard origin if it has been silent for ``idle_s``, else None.
+
+        Only called for a new origin at a full table. One pass over the table finds every silent
+        origin at once and when the next one can be silent at the earliest, so a flood of new
+        topics is refused without looking again until then (last-heard times only grow)."""
+        heard, idle_s = self._heard, self.idle_s
+        while self._idle:
+            key = self._idle.pop()
+            at = heard.get(key)
+            if at is not None and now - at >= idle_s:  # not heard again since the look
+                return key
+        if now < self._look_at:
+            return None
+        silent, soonest = [], math.inf
+        for key, at in heard.items():
+            if now - at >= idle_s:
+                silent.append((at, key))
+            elif at < soonest:
+                soonest = at
+        silent.sort(reverse=True)
+        self._idle = [key for _, key in silent]
+        self._look_at = soonest + idle_s
+        return self._idle.pop() if self._idle else None
+
+    def _room(self, now: float) -> bool:
+        """Whether a new origin may have a decoder: a free place, or a silent origin's."""
+        if len(self._decoders) < self.max_origins:
+            return True
+        key = self._silent(now)
+        if key is None:
+            if not self._refused:  # origins are not named: an MQTT topic holds a device id
+                log.warning("decoder table full: %d origins (MQTT topics, serial ports) heard within %g s, so "
+                            "items from new ones are dropped (counted as origins_refused) and the devices already "
+                            "heard keep decoding; raise streams.max_devices if this gateway should serve more "
+                            "wearables, or share them out over more gateways (streams.shard)",
+                            self.max_origins, self.idle_s)
+            self._refused += 1
+            return False
+        old = self._decoders.pop(key)
+        del self._heard[key]
+        for name, value in dict(getattr(old, "counters", {})).items():
+            if isinstance(value, int):
+                self._retired[name] = self._retired.get(name, 0) + value
+        if not self._evicted:
+            log.info("decoder table full (%d origins): an origin silent for %g s gives its decoder to a new one "
+                     "(counted as origins_evicted); if its device comes back, its frames wait for its next HELLO",
+                     self.max_origins, self.idle_s)
+        self._evicted += 1
+        return True
+
     def _decoder(self, item: Received, fmt: str) -> Any:
-        """A new decoder for the item's origin and format (the oldest one makes room)."""
-        if len(self._decoders) >= self.max_origins:
-            _, old = self._decoders.popitem(last=False)
-            for name, value in dict(getattr(old, "counters", {})).items():
-                if isinstance(value, int):
-                    self._retired[name] = self._retired.get(name, 0) + value
-            if not self._evicted:  # the origin is not named: an MQTT topic holds a device id
-                log.warning("more than %d origins (MQTT topics, serial ports) at once: the least recently heard "
-                            "one's decoder state is dropped (its frames wait for the next HELLO; counted as "
-                            "origins_evicted); raise streams.max_devices if this gateway serves more wearables",
-                            self.max_origins)
-            self._evicted += 1
+        """A new decoder for the item's origin and format, or None when the table has no room."""
+        if not self._room(item.at):
+            return None
         if fmt == "frames":
             dec = FrameDecoder()
         elif fmt == "csv":
@@ -183,6 +241,7 @@ class Decoders:
         else:
             dec = _JsonDecoder(item.device or item.origin, self._note(item.origin, item.device))
         self._decoders[(item.origin, fmt)] = dec
+        self._heard[(item.origin, fmt)] = item.at
         return dec
 
     def decode(self, item: Received | SampleBlock, batch: SampleBatch | None = None) -> list[SampleBlock]:
@@ -198,8 +257,10 @@ class Decoders:
         decoder = self._decoders.get(key)
         if decoder is None:
             decoder = self._decoder(item, fmt)
+            if decoder is None:
+                return []
         else:
-            self._decoders.move_to_end(key)
+            self._heard[key] = item.at
         if fmt != "frames":
             return decoder.feed(item.data)
         # One MQTT message holds whole frames: feed_packet drops a torn leftover first.
