@@ -153,6 +153,7 @@ class Decoders:
         self._heard: dict[tuple[str, str], float] = {}
         self._idle: list[tuple[str, str]] = []  # candidates found silent by the last look, the oldest last
         self._look_at = -math.inf  # no origin outside self._idle can be silent for idle_s before this
+        # (lowered by every origin that enters the table or is found heard again since the look)
         self._retired: dict[str, int] = {}  # counters of evicted decoders, so totals never go down
         self._evicted = self._refused = 0
         self._noted: set[tuple[str, str]] = set()
@@ -186,8 +187,10 @@ class Decoders:
         while self._idle:
             key = self._idle.pop()
             at = heard.get(key)
-            if at is not None and now - at >= idle_s:  # not heard again since the look
-                return key
+            if at is not None:
+                if now - at >= idle_s:  # not heard again since the look
+                    return key
+                self._look_at = min(self._look_at, at + idle_s)  # heard again: silent from then on
         if now < self._look_at:
             return None
         silent, soonest = [], math.inf
@@ -217,6 +220,7 @@ class Decoders:
             return False
         old = self._decoders.pop(key)
         del self._heard[key]
+        self._noted = {noted for noted in self._noted if noted[0] != key[0]}  # a comer-back may be told again
         for name, value in dict(getattr(old, "counters", {})).items():
             if isinstance(value, int):
                 self._retired[name] = self._retired.get(name, 0) + value
@@ -242,6 +246,7 @@ class Decoders:
             dec = _JsonDecoder(item.device or item.origin, self._note(item.origin, item.device))
         self._decoders[(item.origin, fmt)] = dec
         self._heard[(item.origin, fmt)] = item.at
+        self._look_at = min(self._look_at, item.at + self.idle_s)  # a newcomer can be silent first
         return dec
 
     def decode(self, item: Received | SampleBlock, batch: SampleBatch | None = None) -> list[SampleBlock]:

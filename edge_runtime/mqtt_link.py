@@ -141,16 +141,21 @@ def parse_url(url: str, defaults: MqttSettings, extra_keys: set[str]) -> tuple[M
     return settings, topic, {k: v for k, v in params.items() if k in extra_keys}
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+
+
 def check_client_ids(uses: Sequence[tuple[str, MqttSettings]]) -> None:
-    """Refuse two connections to one broker (host and port as written) under one client id:
-    the broker keeps one connection per client id, so each would drop the other whenever it
-    reconnects, forever. ``uses``: each MQTT source or sink URL with its settings. Connections
-    without a client id get a random one; one id on two brokers is fine."""
+    """Refuse two connections to one broker under one client id: the broker keeps one
+    connection per client id, so each would drop the other whenever it reconnects, forever.
+    ``uses``: each MQTT source or sink URL with its settings. Connections without a client id
+    get a random one; one id on two brokers is fine. A broker is its host as written (no name
+    is looked up at start-up), except that every name of this machine's loopback is one."""
     seen: dict[tuple[str, int, str], str] = {}
     for url, settings in uses:
         if not settings.client_id:
             continue
-        key = (settings.host.lower(), settings.port, settings.client_id)
+        host = settings.host.lower().strip("[]")
+        key = ("loopback" if host in _LOOPBACK else host, settings.port, settings.client_id)
         if key in seen:
             raise ConfigError(
                 f"{seen[key]!r} and {url!r} both connect to {settings.address} as client id "

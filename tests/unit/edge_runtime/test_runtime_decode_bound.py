@@ -117,3 +117,34 @@ def test_a_refused_topic_gets_in_with_its_next_message_once_a_place_frees_up() -
 def test_an_idle_time_that_is_not_a_positive_number_is_refused(idle_s: object) -> None:
     with pytest.raises(ConfigError, match="idle time"):
         Decoders(Metrics(), str, 4, idle_s=idle_s)  # type: ignore[arg-type]
+
+
+def test_a_topic_that_left_the_table_and_comes_back_is_warned_about_again(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="edge_runtime.decode")
+    decoders, _ = table(1)
+    impostor, owner, newcomer = Wearable(1), Wearable(2), Wearable(3)
+
+    def on_owners_topic(item: Received) -> Received:  # the impostor's frames, on the owner's topic
+        return Received(f"mqtt:imu/{owner.name}/raw", item.data, "mqtt", owner.name, at=item.at)
+
+    def mismatch_warnings() -> int:
+        return sum("carry another device id" in r.getMessage() for r in caplog.records)
+
+    for at in (0.0, 1.0):
+        decoders.decode(on_owners_topic(impostor.hello(at)))
+        assert decoders.decode(on_owners_topic(impostor.frame(at))) == []
+    assert mismatch_warnings() == 1  # once per topic while it stays in the table
+    decoders.decode(newcomer.hello(1.0 + ORIGIN_IDLE_S))  # the owner's topic, silent a minute, leaves
+    decoders.decode(on_owners_topic(impostor.hello(1.0 + 2 * ORIGIN_IDLE_S)))  # the newcomer leaves in turn
+    assert decoders.decode(on_owners_topic(impostor.frame(1.0 + 2 * ORIGIN_IDLE_S))) == []
+    assert mismatch_warnings() == 2
+
+
+def test_an_origin_that_took_a_place_can_itself_give_it_up_once_silent() -> None:
+    decoders, metrics = table(1)
+    first, second, third = Wearable(1), Wearable(2), Wearable(3)
+    decoders.decode(first.hello(0.0))
+    decoders.decode(second.hello(ORIGIN_IDLE_S))  # first silent a minute: second takes its place
+    decoders.decode(third.hello(2 * ORIGIN_IDLE_S))  # and second, silent a minute since, gives it to third
+    assert metrics.get("origins_evicted") == 2 and metrics.get("origins_refused") == 0
+    assert decodes(decoders, third, 2 * ORIGIN_IDLE_S + 1)

@@ -78,6 +78,7 @@ def test_beyond_the_bound_new_topics_are_refused_counted_and_logged_once_while_t
 @pytest.mark.parametrize("source, sink, mqtt", [
     (f"{SOURCE}?client_id=gw-7", f"{SINK}?client_id=gw-7", {}),
     (SOURCE, SINK, {"client_id": "gw-7"}),  # mqtt.client_id goes to every URL that sets none
+    (f"{SOURCE}?client_id=gw-7", SINK.replace("127.0.0.1", "localhost") + "?client_id=gw-7", {}),  # one loopback
 ])
 def test_a_source_and_a_sink_with_one_client_id_on_one_broker_are_refused_with_the_fix(
         tmp_path: Path, onnx_model: Path, source: str, sink: str, mqtt: dict) -> None:
