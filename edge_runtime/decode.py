@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -117,6 +118,13 @@ class _JsonDecoder:
                            samples=(samples * scale).astype(np.float32))
 
 
+def _tally(into: dict[str, int], decoder: Any) -> None:
+    """Add a decoder's integer counters to ``into``."""
+    for name, value in dict(getattr(decoder, "counters", {})).items():
+        if isinstance(value, int):
+            into[name] = into.get(name, 0) + value
+
+
 def origin_bound(max_devices: int, shards: int = 1) -> int:
     """How many decoders a runtime keeps for ``streams.max_devices`` in each of ``shards`` shards.
 
@@ -147,13 +155,8 @@ class Decoders:
         if not (isinstance(idle_s, (int, float)) and idle_s > 0):
             raise ConfigError(f"the decoders' idle time must be a positive number of seconds, got {idle_s!r}")
         self.metrics, self.pseudonym, self.max_origins, self.idle_s = metrics, pseudonym, max_origins, idle_s
-        self._decoders: dict[tuple[str, str], Any] = {}
-        # When each origin was last heard: a plain dict store per item costs less than keeping an
-        # OrderedDict in LRU order, and the oldest is only looked for when the table is full.
-        self._heard: dict[tuple[str, str], float] = {}
-        self._idle: list[tuple[str, str]] = []  # candidates found silent by the last look, the oldest last
-        self._look_at = -math.inf  # no origin outside self._idle can be silent for idle_s before this
-        # (lowered by every origin that enters the table or is found heard again since the look)
+        self._decoders: OrderedDict[tuple[str, str], Any] = OrderedDict()  # the least recently heard first
+        self._heard: dict[tuple[str, str], float] = {}  # when each origin was last heard
         self._retired: dict[str, int] = {}  # counters of evicted decoders, so totals never go down
         self._evicted = self._refused = 0
         self._noted: set[tuple[str, str]] = set()
@@ -163,9 +166,7 @@ class Decoders:
         out = dict(self._retired)
         out["origins_evicted"], out["origins_refused"] = self._evicted, self._refused
         for dec in list(self._decoders.values()):
-            for name, value in dict(getattr(dec, "counters", {})).items():
-                if isinstance(value, int):
-                    out[name] = out.get(name, 0) + value
+            _tally(out, dec)
         return out
 
     def _note(self, origin: str, device: str | None) -> Callable[[str, str], None]:
@@ -177,39 +178,12 @@ class Decoders:
                 log.warning("%s: %s", who, message)
         return note
 
-    def _silent(self, now: float) -> tuple[str, str] | None:
-        """The least recently heard origin if it has been silent for ``idle_s``, else None.
-
-        Only called for a new origin at a full table. One pass over the table finds every silent
-        origin at once and when the next one can be silent at the earliest, so a flood of new
-        topics is refused without looking again until then (last-heard times only grow)."""
-        heard, idle_s = self._heard, self.idle_s
-        while self._idle:
-            key = self._idle.pop()
-            at = heard.get(key)
-            if at is not None:
-                if now - at >= idle_s:  # not heard again since the look
-                    return key
-                self._look_at = min(self._look_at, at + idle_s)  # heard again: silent from then on
-        if now < self._look_at:
-            return None
-        silent, soonest = [], math.inf
-        for key, at in heard.items():
-            if now - at >= idle_s:
-                silent.append((at, key))
-            elif at < soonest:
-                soonest = at
-        silent.sort(reverse=True)
-        self._idle = [key for _, key in silent]
-        self._look_at = soonest + idle_s
-        return self._idle.pop() if self._idle else None
-
     def _room(self, now: float) -> bool:
         """Whether a new origin may have a decoder: a free place, or a silent origin's."""
         if len(self._decoders) < self.max_origins:
             return True
-        key = self._silent(now)
-        if key is None:
+        key = next(iter(self._decoders))  # the least recently heard
+        if now - self._heard[key] < self.idle_s:
             if not self._refused:  # origins are not named: an MQTT topic holds a device id
                 log.warning("decoder table full: %d origins (MQTT topics, serial ports) heard within %g s, so "
                             "items from new ones are dropped (counted as origins_refused) and the devices already "
@@ -221,9 +195,7 @@ class Decoders:
         old = self._decoders.pop(key)
         del self._heard[key]
         self._noted = {noted for noted in self._noted if noted[0] != key[0]}  # a comer-back may be told again
-        for name, value in dict(getattr(old, "counters", {})).items():
-            if isinstance(value, int):
-                self._retired[name] = self._retired.get(name, 0) + value
+        _tally(self._retired, old)
         if not self._evicted:
             log.info("decoder table full (%d origins): an origin silent for %g s gives its decoder to a new one "
                      "(counted as origins_evicted); if its device comes back, its frames wait for its next HELLO",
@@ -246,7 +218,6 @@ class Decoders:
             dec = _JsonDecoder(item.device or item.origin, self._note(item.origin, item.device))
         self._decoders[(item.origin, fmt)] = dec
         self._heard[(item.origin, fmt)] = item.at
-        self._look_at = min(self._look_at, item.at + self.idle_s)  # a newcomer can be silent first
         return dec
 
     def decode(self, item: Received | SampleBlock, batch: SampleBatch | None = None) -> list[SampleBlock]:
@@ -265,6 +236,7 @@ class Decoders:
             if decoder is None:
                 return []
         else:
+            self._decoders.move_to_end(key)
             self._heard[key] = item.at
         if fmt != "frames":
             return decoder.feed(item.data)
