@@ -158,12 +158,8 @@ def _capacity(args, result: dict, settings, card, other_cpus: list[int]) -> dict
     main = result.get(card.precision) or {}
     ceiling = max((main.get("throughput_wps") or {"1": 1000.0}).values())
     topic = "imu-anon-bench/{stream}"
-    if args.broker:
-        broker = nullcontext(None)
-    elif args.sink == "mqtt" or args.source == "mqtt":
-        broker = LocalBroker(cpus=other_cpus)
-    else:
-        broker = nullcontext(None)
+    needs_broker = not args.broker and "mqtt" in (args.sink, args.source)
+    broker = LocalBroker(cpus=other_cpus) if needs_broker else nullcontext(None)
     with broker as local:
         broker_url = args.broker.rstrip("/") if args.broker else (local.url if local is not None else None)
         sink_url = f"null:?format={cap_settings.payload_format}" if args.sink == "null" else f"{broker_url}/{topic}"
