@@ -50,20 +50,20 @@ class GatewayBroker(Broker):
     """mosquitto running edge_runtime/deploy/mosquitto.conf (+ .acl), rendered for this test."""
 
     def __init__(self, workdir: Path, upstream_port: int) -> None:
+        """Writes the certificates, password file and ACL that the configuration names, then the configuration."""
         self.tls_port, self.upstream_port = free_port(), upstream_port
-        super().__init__(workdir)
-
-    def configuration(self, extra_config: str) -> str:
-        workdir = self.workdir
-        certs = workdir / "certs"
-        certs.mkdir()
-        make_certificates(certs)
+        (workdir / "certs").mkdir()
+        make_certificates(workdir / "certs")
         passwd = workdir / "passwd"
         for i, (user, password) in enumerate([("gateway", "gw-secret"), ("app", "app-secret"),
                                               (WEARABLE, "aa-secret"), (OTHER, "bb-secret")]):
             subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [str(passwd), user, password],
                            check=True, capture_output=True, timeout=30)
         shutil.copy(DEPLOY / "mosquitto.acl", workdir / "acl")
+        super().__init__(workdir)
+
+    def configuration(self, extra_config: str) -> str:
+        workdir, certs, passwd = self.workdir, self.workdir / "certs", self.workdir / "passwd"
         conf = render((DEPLOY / "mosquitto.conf").read_text(), [
             ("/etc/mosquitto/imu-anon.passwd", str(passwd)),
             ("/etc/mosquitto/imu-anon.acl", str(workdir / "acl")),
